@@ -1,0 +1,116 @@
+"""theta-train: fine-tune a causal LM on question/answer and conversation data.
+
+One GPU (or CPU)::
+
+    theta-train --preset cpu-quickstart
+    theta-train --data my_data/ --model-name gpt2 --epochs 100 --batch-size 4 --grad-accum 4
+
+Several GPUs (rank and world size come from the launcher)::
+
+    torchrun --nproc_per_node 2 -m theta_ai.cli.train --data my_data/
+    accelerate launch --multi_gpu --num_processes 2 -m theta_ai.cli.train --data my_data/
+    python -m torch.distributed.launch --nproc_per_node=2 -m theta_ai.cli.train --data my_data/ --distributed
+
+Only argument parsing lives here; the work is :mod:`theta_ai.training`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import OPTIONS, Option, _bool
+from ..presets import DEFAULT_PRESET, PRESETS
+from .common import USAGE_EXIT, attach_log_file, closest_flag, run_guarded, setup_logging
+
+GROUP_TITLES = {
+    "data": "data and formatting",
+    "model": "model",
+    "training": "training (defaults: the rtx3060 preset)",
+    "checkpoints": "checkpoints, fine-tuning and resuming",
+    "run": "logging and run control",
+}
+
+
+def _add_option(group: argparse._ArgumentGroup, option: Option) -> None:
+    default = option.default if not option.repeatable else None
+    shown = f" (default: {default})" if default not in (None, [], False) else ""
+    kwargs = dict(dest=option.name, default=argparse.SUPPRESS, help=option.help + shown)
+    if option.type is _bool:
+        group.add_argument(option.cli_flag, action=argparse.BooleanOptionalAction, **kwargs)
+    elif option.repeatable:
+        group.add_argument(option.cli_flag, action="append", metavar=option.metavar or "PATH", **kwargs)
+    elif option.name == "resume":
+        group.add_argument(option.cli_flag, nargs="?", const="auto", metavar=option.metavar, **kwargs)
+    else:
+        group.add_argument(option.cli_flag, type=option.type, choices=option.choices,
+                           metavar=option.metavar or (None if option.choices else option.name.upper()), **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="theta-train",
+        description="Fine-tune a small conversational QA model (loss on answers only) with RTX 3060 presets. "
+                    "Settings combine as: preset, then --config FILE.yaml, then flags.",
+        epilog="Examples:\n  theta-train --preset cpu-quickstart\n"
+               "  theta-train --data data/ --model-name gpt2 --epochs 100 --batch-size 4 --grad-accum 4\n"
+               "  theta-train --data data/ --resume auto\n"
+               "  theta-train --data data/ --epochs 20 --load-checkpoint models/theta_checkpoint_epoch_26",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--preset", choices=list(PRESETS), default=argparse.SUPPRESS,
+                        help=f"named settings (default: {DEFAULT_PRESET})")
+    parser.add_argument("--config", metavar="FILE.yaml", default=argparse.SUPPRESS,
+                        help="YAML file of option values (same names as the flags)")
+    groups = {name: parser.add_argument_group(title) for name, title in GROUP_TITLES.items()}
+    for option in OPTIONS:
+        _add_option(groups[option.group], option)
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    namespace, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flags = [s for a in parser._actions for s in a.option_strings]
+        first = next((u for u in unknown if u.startswith("-")), unknown[0])
+        parser.print_usage(sys.stderr)
+        print(f"theta-train: error: unknown argument {first}{closest_flag(first.split('=')[0], flags)}",
+              file=sys.stderr)
+        raise SystemExit(USAGE_EXIT)
+    return namespace
+
+
+def main(argv: list[str] | None = None) -> int:
+    namespace = parse(argv)
+    values = vars(namespace)
+    preset = values.pop("preset", None)
+    config_file = values.pop("config", None)
+
+    def body() -> int:
+        from ..config import resolve_config
+        from ..training import dry_run_report, prepare_run, train
+
+        logger = setup_logging()
+        cfg = resolve_config(values, preset=preset, config_file=config_file)
+        run = prepare_run(cfg)
+        if not cfg.dry_run:
+            attach_log_file(run.log_dir / "train.log")
+        for note in run.notes:
+            logger.warning(note)
+        for line in run.banner():
+            logger.info(line)
+        if cfg.dry_run:
+            for line in dry_run_report(run):
+                print(line)
+            return 0
+        result = train(cfg, prepared=run)
+        logger.info("done: %d epoch checkpoint(s) in %s, best model %s, final model %s",
+                    len(result.checkpoints), result.checkpoint_dir, result.best_dir, result.final_dir)
+        return 0
+
+    return run_guarded("theta-train", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

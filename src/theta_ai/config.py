@@ -1,0 +1,245 @@
+"""Configuration: every theta-train option in one table, the presets, and the merge.
+
+Order of precedence (later wins): **preset -> ``--config FILE.yaml`` -> command-line flags**.
+The option table :data:`OPTIONS` is the one source of truth: the CLI flags, their help, the
+YAML keys and the README table are all generated from it. Presets live in
+:mod:`theta_ai.presets`, each overridden value with its reason.
+
+A YAML config holds the same keys as the flags (``batch_size`` or ``batch-size``), plus an
+optional ``training_args:`` mapping of raw ``transformers.TrainingArguments`` fields for
+anything theta_ai does not expose. Unknown keys are errors that name the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .presets import DEFAULT_PRESET, PRESETS
+
+
+class ConfigError(ValueError):
+    """A bad preset name, config file, key or value; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: Any
+    default: Any
+    help: str
+    group: str
+    flag: str | None = None  # defaults to --name-with-dashes
+    choices: tuple | None = None
+    repeatable: bool = False
+    metavar: str | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(v, str) and v.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
+# Groups, in the order --help shows them.
+DATA, MODEL, TRAINING, CHECKPOINTS, RUN = "data", "model", "training", "checkpoints", "run"
+
+OPTIONS: tuple[Option, ...] = (
+    # ---- data
+    Option("data", str, [], "training data: file, folder or saved dataset (repeatable)", DATA, repeatable=True, metavar="PATH"),
+    Option("val_data", str, [], "validation data (repeatable); without it --val-split is used", DATA, repeatable=True, metavar="PATH"),
+    Option("val_split", float, 0.1, "fraction of the training data held out for validation (seeded)", DATA),
+    Option("skip_invalid", _bool, False, "skip bad records/files with a summary instead of stopping", DATA),
+    Option("template", str, "auto", "prompt format: chat template if the tokenizer has one (auto), Question/Answer (qa), or chat", DATA, choices=("auto", "qa", "chat")),
+    Option("max_seq_length", int, 512, "longest example in tokens; longer ones are cut with a counted warning", DATA),
+    Option("train_on_prompt", _bool, False, "compute the loss on prompt tokens too (default: answers only)", DATA),
+    Option("packing", _bool, False, "pack several examples into one row (refused where the model would mix them)", DATA),
+    Option("group_by_length", _bool, True, "batch examples of similar length together (less padding)", DATA),
+    # ---- model
+    Option("model_name", str, "gpt2", "hub id, local model folder, or theta-tiny (offline, built-in)", MODEL),
+    Option("trust_remote_code", _bool, False, "allow model code from the model folder/hub (off unless you trust it)", MODEL),
+    Option("load_checkpoint", str, None, "start a new fine-tuning run from this checkpoint's weights (fresh optimizer)", MODEL, metavar="PATH"),
+    # ---- training
+    Option("epochs", float, 100.0, "number of training epochs", TRAINING),
+    Option("batch_size", int, 4, "per-device batch size", TRAINING),
+    Option("grad_accum", int, 4, "gradient accumulation steps", TRAINING),
+    Option("learning_rate", float, 5e-5, "peak learning rate", TRAINING),
+    Option("warmup_steps", int, 500, "linear warmup steps", TRAINING),
+    Option("weight_decay", float, 0.01, "AdamW weight decay", TRAINING),
+    Option("precision", str, "auto", "auto = fp16 on CUDA, fp32 on CPU; bf16 where the card supports it", TRAINING, choices=("auto", "fp16", "bf16", "fp32")),
+    Option("gradient_checkpointing", _bool, False, "recompute activations in backward to save memory", TRAINING),
+    Option("logging_steps", int, 10, "log training loss and learning rate every N optimizer steps", TRAINING),
+    Option("seed", int, 42, "random seed (model init, data order, validation split)", TRAINING),
+    # ---- checkpoints
+    Option("checkpoint_dir", str, "models", "where theta_checkpoint_epoch_N, theta_best and theta_final go", CHECKPOINTS, metavar="DIR"),
+    Option("save_total_limit", int, None, "keep only the newest N epoch checkpoints (theta_best is always kept)", CHECKPOINTS, metavar="N"),
+    Option("resume", str, None, "continue an interrupted run: auto (newest complete checkpoint) or PATH", CHECKPOINTS, metavar="auto|PATH"),
+    Option("metric_for_best", str, "eval_loss", "validation metric that picks theta_best (lower is better for loss)", CHECKPOINTS),
+    # ---- run
+    Option("logdir", str, "logs", "TensorBoard and text logs root; each run gets its own sub-folder", RUN, metavar="DIR"),
+    Option("dry_run", _bool, False, "load and check everything, print the plan and one formatted example, then exit", RUN),
+    Option("distributed", _bool, False, "accepted for torch.distributed.launch compatibility; the launcher's environment decides", RUN),
+)
+OPTION_BY_NAME = {o.name: o for o in OPTIONS}
+BOOL_OPTIONS = {o.name for o in OPTIONS if o.type is _bool}
+
+
+@dataclass
+class ThetaConfig:
+    """The resolved configuration of one run: every option plus raw TrainingArguments overrides."""
+
+    preset: str = DEFAULT_PRESET
+    config_file: str | None = None
+    training_args: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"preset": self.preset, "config_file": self.config_file, **self.values,
+                "training_args": dict(self.training_args)}
+
+
+def closest(name: str, candidates) -> str:
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def _coerce(option: Option, value: Any, origin: str) -> Any:
+    if value is None:
+        return None
+    try:
+        if option.repeatable:
+            items = value if isinstance(value, list) else [value]
+            return [str(v) for v in items]
+        if option.type is float and isinstance(value, str):
+            value = float(value)
+        converted = option.type(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: {option.name} = {value!r} is not a valid {getattr(option.type, '__name__', 'value')} ({exc})") from None
+    if option.choices and converted not in option.choices:
+        raise ConfigError(f"{origin}: {option.name} = {converted!r}; choose one of {', '.join(option.choices)}")
+    return converted
+
+
+def _check_training_args(mapping: dict, origin: str) -> dict:
+    from transformers import TrainingArguments  # only when a config actually uses the escape hatch
+
+    known = {f.name for f in fields(TrainingArguments)}
+    for key in mapping:
+        if key not in known:
+            raise ConfigError(f"{origin}: training_args.{key} is not a TrainingArguments field{closest(key, known)}")
+    return dict(mapping)
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config with ``yaml.safe_load``; returns option values plus ``training_args``."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of option: value, got {type(data).__name__}")
+    out: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key == "training_args":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: training_args must be a mapping of TrainingArguments fields")
+            out["training_args"] = _check_training_args(value, str(path))
+        elif key == "preset":
+            out["preset"] = value
+        elif key in OPTION_BY_NAME:
+            out[key] = _coerce(OPTION_BY_NAME[key], value, str(path))
+        else:
+            raise ConfigError(f"{path}: unknown key {raw_key!r}{closest(key, [*OPTION_BY_NAME, 'training_args', 'preset'])}")
+    return out
+
+
+def resolve_config(cli_values: dict[str, Any] | None = None, preset: str | None = None,
+                   config_file: str | None = None) -> ThetaConfig:
+    """Merge defaults, the preset, a YAML file and explicit CLI values into a :class:`ThetaConfig`.
+
+    ``cli_values`` holds only the options the user actually gave (argparse with SUPPRESS defaults).
+    A ``preset:`` key inside the YAML file is used when no ``--preset`` flag is given.
+    """
+    cli_values = dict(cli_values or {})
+    yaml_values = read_yaml_config(config_file) if config_file else {}
+    preset_name = preset or yaml_values.pop("preset", None) or DEFAULT_PRESET
+    yaml_values.pop("preset", None)
+    if preset_name not in PRESETS:
+        raise ConfigError(f"unknown preset {preset_name!r}{closest(preset_name, PRESETS)} "
+                          f"(presets: {', '.join(PRESETS)})")
+    cfg = ThetaConfig(preset=preset_name, config_file=str(config_file) if config_file else None)
+    for option in OPTIONS:
+        cfg.values[option.name] = list(option.default) if option.repeatable else option.default
+        cfg.sources[option.name] = "default"
+    layers = [(f"preset {preset_name}", PRESETS[preset_name]), (f"config {config_file}", yaml_values),
+              ("command line", cli_values)]
+    for origin, layer in layers:
+        for key, value in layer.items():
+            if key == "training_args":
+                cfg.training_args.update(value)
+                continue
+            if key not in OPTION_BY_NAME:
+                raise ConfigError(f"{origin}: unknown option {key!r}{closest(key, OPTION_BY_NAME)}")
+            cfg.values[key] = _coerce(OPTION_BY_NAME[key], value, origin)
+            cfg.sources[key] = origin
+    _check_values(cfg)
+    return cfg
+
+
+def _check_values(cfg: ThetaConfig) -> None:
+    positive = ("epochs", "batch_size", "grad_accum", "max_seq_length", "logging_steps")
+    for name in positive:
+        if cfg.values[name] is None or cfg.values[name] <= 0:
+            raise ConfigError(f"{name} must be positive, got {cfg.values[name]!r} (from {cfg.sources[name]})")
+    for name in ("learning_rate", "weight_decay", "warmup_steps"):
+        if cfg.values[name] < 0:
+            raise ConfigError(f"{name} must not be negative, got {cfg.values[name]!r} (from {cfg.sources[name]})")
+    if not 0 < cfg.values["val_split"] < 1:
+        raise ConfigError(f"val_split must be between 0 and 1, got {cfg.values['val_split']!r}")
+    if cfg.values["save_total_limit"] is not None and cfg.values["save_total_limit"] < 1:
+        raise ConfigError("save_total_limit must be at least 1")
+    if cfg.values["resume"] is not None and cfg.values["load_checkpoint"] is not None:
+        raise ConfigError("--resume continues an interrupted run and --load-checkpoint starts a new one; use one of them")
+
+
+def options_table_markdown() -> str:
+    """The README table of options with each preset's value (generated, so it cannot disagree)."""
+    names = list(PRESETS)
+    head = "| flag | " + " | ".join(f"`{n}`" for n in names) + " | meaning |\n|---|" + "---|" * len(names) + "---|\n"
+    rows = []
+    for option in OPTIONS:
+        cells = []
+        for name in names:
+            value = PRESETS[name].get(option.name, option.default)
+            cells.append("" if value in (None, []) else f"{value}")
+        rows.append(f"| `{option.cli_flag}` | " + " | ".join(cells) + f" | {option.help} |")
+    return head + "\n".join(rows) + "\n"

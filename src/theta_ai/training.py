@@ -1,0 +1,365 @@
+"""The theta-train pipeline as library calls: prepare a run, then train it.
+
+    files -> load_examples -> validation reports -> ExampleFormatter -> collator -> ThetaTrainer
+
+>>> from theta_ai import resolve_config, train
+>>> cfg = resolve_config({"epochs": 2}, preset="cpu-quickstart")   # doctest: +SKIP
+>>> result = train(cfg)                                              # doctest: +SKIP
+>>> result.best_dir                                                  # doctest: +SKIP
+PosixPath('models/quickstart/theta_best')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import checkpoints as ckpt
+from .config import ConfigError, ThetaConfig
+from .data import (ExampleFormatter, FormatStats, PaddingCollator, check_packing_isolation, find_duplicates,
+                   find_leakage, load_examples, packing_collator, summarize_skipped)
+from .data.formats import Example, load_examples as _load
+from .data.tokenize import IGNORE_INDEX
+from .modeling import THETA_TINY, LoadedModel, load_model_and_tokenizer, training_texts
+
+logger = logging.getLogger("theta_ai")
+
+
+@dataclass
+class PreparedRun:
+    """Everything a run needs, resolved and checked, before any training step."""
+
+    cfg: ThetaConfig
+    train_examples: list[Example]
+    val_examples: list[Example]
+    loaded: LoadedModel
+    formatter: ExampleFormatter
+    train_dataset: Any
+    val_dataset: Any
+    train_stats: FormatStats
+    val_stats: FormatStats
+    collator: Any
+    training_args: Any
+    checkpoint_dir: Path
+    log_dir: Path
+    resume_from: Path | None
+    world_size: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def effective_batch(self) -> int:
+        return self.cfg.batch_size * self.cfg.grad_accum * self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        batches = math.ceil(len(self.train_dataset) / (self.cfg.batch_size * self.world_size))
+        return max(1, math.ceil(batches / self.cfg.grad_accum))
+
+    def banner(self) -> list[str]:
+        args = self.training_args
+        precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
+        return [
+            f"theta-train: preset {self.cfg.preset}, model {self.loaded.source} "
+            f"({sum(p.numel() for p in self.loaded.model.parameters()) / 1e6:.2f}M parameters), template {self.formatter.template}",
+            f"device {describe_device()}, precision {precision}, world size {self.world_size}",
+            f"effective batch {self.effective_batch} = {self.cfg.batch_size} per device x {self.cfg.grad_accum} "
+            f"accumulation x {self.world_size} process(es)",
+            f"examples: {len(self.train_dataset)} train, {len(self.val_dataset)} validation; "
+            f"{self.steps_per_epoch} optimizer steps per epoch, {self.cfg.epochs:g} epochs",
+            f"checkpoints -> {self.checkpoint_dir}/ ; logs -> {self.log_dir}/ (tensorboard --logdir={self.cfg.logdir})"
+            + (f" ; resuming from {self.resume_from}" if self.resume_from else ""),
+        ]
+
+
+@dataclass
+class TrainResult:
+    checkpoint_dir: Path
+    best_dir: Path | None
+    final_dir: Path | None
+    log_dir: Path
+    metrics: dict[str, float]
+    checkpoints: list[Path]
+
+
+def describe_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return f"cuda ({props.name}, {props.total_memory / 2**30:.1f} GiB)"
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def split_validation(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """A seeded split: the same data, fraction and seed always give the same validation set."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(examples) * fraction))
+    if len(examples) - n_val < 1:
+        raise ConfigError(f"only {len(examples)} example(s): too few to hold out a validation split; "
+                          "add data or pass --val-data")
+    val_idx = set(order[:n_val])
+    train = [e for i, e in enumerate(examples) if i not in val_idx]
+    val = [e for i, e in enumerate(examples) if i in val_idx]
+    return train, val
+
+
+def load_run_data(cfg: ThetaConfig, notes: list[str]) -> tuple[list[Example], list[Example]]:
+    if not cfg.data:
+        raise ConfigError("no training data: pass --data PATH (a file or folder; see docs/dataset_guide.md) "
+                          "or use --preset cpu-quickstart for the bundled sample data")
+    loaded = load_examples(cfg.data, skip_invalid=cfg.skip_invalid)
+    notes += summarize_skipped(loaded.skipped)
+    if cfg.val_data:
+        val_loaded = _load(cfg.val_data, skip_invalid=cfg.skip_invalid)
+        notes += summarize_skipped(val_loaded.skipped)
+        train, val = loaded.examples, val_loaded.examples
+    else:
+        train, val = split_validation(loaded.examples, cfg.val_split, cfg.seed)
+        notes.append(f"validation: {len(val)} of {len(loaded.examples)} examples held out "
+                     f"(--val-split {cfg.val_split:g}, seed {cfg.seed})")
+    notes += find_duplicates(train).lines()
+    notes += find_leakage(train, val).lines()
+    return train, val
+
+
+def examples_to_jsonl(examples: list[Example]) -> str:
+    return "".join(json.dumps({"messages": e.messages, "domain": e.domain}, ensure_ascii=False) + "\n"
+                   for e in examples)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def resolve_checkpoint_dir(cfg: ThetaConfig, notes: list[str]) -> tuple[Path, Path | None]:
+    """Pick the checkpoint folder and the checkpoint to resume from (if any), refusing to mix runs."""
+    directory = Path(cfg.checkpoint_dir)
+    chosen_by_user = cfg.sources["checkpoint_dir"] == "command line" or cfg.sources["checkpoint_dir"].startswith("config")
+    if cfg.load_checkpoint and not chosen_by_user:
+        source = Path(cfg.load_checkpoint)
+        if ckpt.epoch_checkpoints(directory):
+            directory = directory / f"finetune_from_{source.name}"
+            notes.append(f"--load-checkpoint: {cfg.checkpoint_dir}/ already holds another run's checkpoints, so this "
+                         f"run writes to {directory}/ (pass --checkpoint-dir to choose)")
+    if is_main_process():
+        notes += ckpt.recover(directory)
+    resume_from = None
+    if cfg.resume == "auto":
+        resume_from = ckpt.latest_checkpoint(directory)
+        if resume_from is None:
+            notes.append(f"--resume auto: no complete checkpoint in {directory}/, starting a fresh run")
+    elif cfg.resume:
+        resume_from = Path(cfg.resume)
+        if not (resume_from / "trainer_state.json").is_file():
+            raise ConfigError(f"--resume {cfg.resume}: not a complete theta-train checkpoint (no trainer_state.json); "
+                              f"use --resume auto or a theta_checkpoint_epoch_N folder")
+    elif ckpt.epoch_checkpoints(directory):
+        newest = ckpt.latest_checkpoint(directory)
+        raise ConfigError(f"{directory}/ already holds checkpoints of an earlier run (newest: {newest.name}). "
+                          f"Continue it with --resume auto, or write this run elsewhere with --checkpoint-dir")
+    return directory, resume_from
+
+
+# ---------------------------------------------------------------------------- arguments
+
+
+def resolve_precision(cfg: ThetaConfig, notes: list[str]) -> tuple[bool, bool]:
+    """(fp16, bf16) for this machine; says so when it cannot honour the request."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    want = cfg.precision
+    if want in ("auto", "fp16"):
+        if cuda:
+            return True, False
+        notes.append(f"precision {want}: fp16 mixed precision needs a CUDA GPU; this run uses fp32 on the CPU")
+        return False, False
+    if want == "bf16":
+        if cuda and not torch.cuda.is_bf16_supported():
+            raise ConfigError("--precision bf16: this GPU does not support bf16; use --precision fp16")
+        return False, True
+    return False, False
+
+
+def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list[str]):
+    from transformers import TrainingArguments
+
+    fp16, bf16 = resolve_precision(cfg, notes)
+    metric = cfg.metric_for_best
+    kwargs = dict(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        fp16=fp16,
+        bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        metric_for_best_model=metric,
+        greater_is_better=not metric.endswith("loss"),
+        save_total_limit=None,  # ThetaTrainer rotates theta_checkpoint_epoch_N itself
+        report_to="none",  # the TensorBoard callback is added explicitly, with theta_ai's run folder
+        remove_unused_columns=False,  # the collator picks its columns; "length" feeds the sampler
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        length_column_name="length",
+        dataloader_num_workers=0,
+    )
+    kwargs.update(cfg.training_args)
+    return TrainingArguments(**kwargs)
+
+
+def run_log_dir(cfg: ThetaConfig, resume_from: Path | None) -> Path:
+    """``logs/<preset>-<start time>``; a resumed run continues in the folder recorded with its checkpoint."""
+    if resume_from is not None:
+        previous = ckpt.read_run_info(resume_from).get("log_dir")
+        if previous and Path(previous).is_dir():
+            return Path(previous)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.logdir) / f"{cfg.preset}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+# ---------------------------------------------------------------------------- prepare / train
+
+
+def prepare_run(cfg: ThetaConfig) -> PreparedRun:
+    """Load and check data, model and arguments; no training step is taken."""
+    notes: list[str] = []
+    train_examples, val_examples = load_run_data(cfg, notes)
+    checkpoint_dir, resume_from = resolve_checkpoint_dir(cfg, notes)
+
+    model_source = str(resume_from) if resume_from else cfg.load_checkpoint or cfg.model_name
+    loaded = load_model_and_tokenizer(model_source, train_texts=training_texts(train_examples)
+                                      if model_source == THETA_TINY else None,
+                                      seed=cfg.seed, trust_remote_code=cfg.trust_remote_code)
+    if model_source != cfg.model_name:
+        loaded.source = f"{cfg.model_name if cfg.sources['model_name'] != 'default' else 'model'} from {model_source}"
+    formatter = ExampleFormatter(loaded.tokenizer, cfg.template, cfg.max_seq_length, cfg.train_on_prompt)
+    train_dataset, train_stats = formatter.encode_all(train_examples)
+    val_dataset, val_stats = formatter.encode_all(val_examples)
+    notes += [f"training data: {w}" for w in train_stats.warnings(cfg.max_seq_length)]
+    notes += [f"validation data: {w}" for w in val_stats.warnings(cfg.max_seq_length)]
+    if len(train_dataset) == 0 or len(val_dataset) == 0:
+        raise ConfigError("no example is left after formatting (see the warnings above); raise --max-seq-length")
+
+    if cfg.packing:
+        check_packing_isolation(loaded.model)
+        collator = packing_collator()
+    else:
+        collator = PaddingCollator(pad_token_id=loaded.tokenizer.pad_token_id)
+    args = build_training_arguments(cfg, checkpoint_dir, notes)
+    run = PreparedRun(cfg, train_examples, val_examples, loaded, formatter, train_dataset, val_dataset,
+                      train_stats, val_stats, collator, args, checkpoint_dir, run_log_dir(cfg, resume_from),
+                      resume_from, world_size(), notes)
+    total_steps = run.steps_per_epoch * cfg.epochs
+    if cfg.warmup_steps > total_steps:
+        notes.append(f"warmup {cfg.warmup_steps} steps is longer than the whole run ({total_steps:.0f} steps): "
+                     f"the learning rate never reaches {cfg.learning_rate:g}; lower --warmup-steps")
+    return run
+
+
+def describe_example(run: PreparedRun, index: int = 0) -> list[str]:
+    """One formatted training example with its label mask, for ``--dry-run``."""
+    example = run.train_examples[index]
+    row = run.formatter.encode(example)
+    tok = run.loaded.tokenizer
+    masked = [i for i, label in zip(row["input_ids"], row["labels"]) if label == IGNORE_INDEX]
+    trained = [i for i, label in zip(row["input_ids"], row["labels"]) if label != IGNORE_INDEX]
+    lines = [f"formatted example ({example.source}): {row['length']} tokens, {len(masked)} masked, {len(trained)} trained"]
+    marks = "".join("_" if label == IGNORE_INDEX else "^" for label in row["labels"])
+    lines.append(f"  full text      : {tok.decode(row['input_ids'])!r}")
+    lines.append(f"  label mask     : {marks}  (_ = -100, ^ = trained)")
+    lines.append(f"  trained tokens : {tok.decode(trained)!r}")
+    return lines
+
+
+def dry_run_report(run: PreparedRun) -> list[str]:
+    lines = ["resolved configuration:"]
+    for key, value in run.cfg.as_dict().items():
+        source = run.cfg.sources.get(key, "")
+        lines.append(f"  {key:<22} {value!r}" + (f"   ({source})" if source and source != "default" else ""))
+    lines.append(f"train tokens: {run.train_stats.summary()}")
+    lines.append(f"validation tokens: {run.val_stats.summary()}")
+    return lines + describe_example(run)
+
+
+def _run_info(run: PreparedRun) -> dict:
+    cfg = run.cfg
+    return {"theta_ai_version": _version(), "preset": cfg.preset, "model_name": cfg.model_name,
+            "template": run.formatter.template, "max_seq_length": cfg.max_seq_length,
+            "train_on_prompt": cfg.train_on_prompt, "data": cfg.data, "val_data": cfg.val_data,
+            "val_split": None if cfg.val_data else cfg.val_split, "seed": cfg.seed, "log_dir": str(run.log_dir),
+            "validation_file": ckpt.VALIDATION_FILE}
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def build_trainer(run: PreparedRun):
+    """The ThetaTrainer for a prepared run, with theta_ai's callbacks."""
+    from .callbacks import BestModelCallback, EpochSummaryCallback
+    from .trainer import ThetaTrainer
+
+    callbacks = [BestModelCallback(run.checkpoint_dir, run.training_args.metric_for_best_model),
+                 EpochSummaryCallback()]
+    if is_main_process():
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run.log_dir))))
+    return ThetaTrainer(model=run.loaded.model, args=run.training_args, data_collator=run.collator,
+                        train_dataset=run.train_dataset, eval_dataset=run.val_dataset,
+                        processing_class=run.loaded.tokenizer, callbacks=callbacks, run_info=_run_info(run),
+                        validation_jsonl=examples_to_jsonl(run.val_examples),
+                        keep_checkpoints=run.cfg.save_total_limit)
+
+
+def train(cfg: ThetaConfig, prepared: PreparedRun | None = None) -> TrainResult:
+    """Train a resolved configuration end to end and publish ``theta_final``."""
+    run = prepared or prepare_run(cfg)
+    trainer = build_trainer(run)
+    output = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    final_dir = run.checkpoint_dir / ckpt.FINAL_DIR
+    staging = final_dir.with_name(final_dir.name + ckpt.STAGING_SUFFIX)
+    trainer.save_model(str(staging))
+    if trainer.args.should_save:
+        trainer.write_run_files(staging)
+        ckpt.publish(staging, final_dir)
+    best = run.checkpoint_dir / ckpt.BEST_DIR
+    return TrainResult(run.checkpoint_dir, best if best.is_dir() else None, final_dir, run.log_dir,
+                       dict(output.metrics), [p for _, p in ckpt.epoch_checkpoints(run.checkpoint_dir)])
