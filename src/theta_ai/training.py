@@ -71,7 +71,9 @@ class PreparedRun:
             f"device {describe_device()}, precision {precision}, world size {self.world_size}",
             f"effective batch {self.effective_batch} = {self.cfg.batch_size} per device x {self.cfg.grad_accum} "
             f"accumulation x {self.world_size} process(es)",
-            f"examples: {len(self.train_dataset)} train, {len(self.val_dataset)} validation; "
+            f"examples: {len(self.train_dataset)} train, {len(self.val_dataset)} validation"
+            + ("" if self.cfg.val_data else f" (held out: --val-split {self.cfg.val_split:g}, seed {self.cfg.seed})")
+            + "; "
             f"{self.steps_per_epoch} optimizer steps per epoch, {self.cfg.epochs:g} epochs",
             f"checkpoints -> {self.checkpoint_dir}/ ; logs -> {self.log_dir}/ (tensorboard --logdir={self.cfg.logdir})"
             + (f" ; resuming from {self.resume_from}" if self.resume_from else ""),
@@ -134,8 +136,6 @@ def load_run_data(cfg: ThetaConfig, notes: list[str]) -> tuple[list[Example], li
         train, val = loaded.examples, val_loaded.examples
     else:
         train, val = split_validation(loaded.examples, cfg.val_split, cfg.seed)
-        notes.append(f"validation: {len(val)} of {len(loaded.examples)} examples held out "
-                     f"(--val-split {cfg.val_split:g}, seed {cfg.seed})")
     notes += find_duplicates(train).lines()
     notes += find_leakage(train, val).lines()
     return train, val
