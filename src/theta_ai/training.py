@@ -217,7 +217,7 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         data_seed=cfg.seed,
         fp16=fp16,
         bf16=bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="steps",
@@ -231,6 +231,7 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         length_column_name="length",
         dataloader_num_workers=0,
+        dataloader_pin_memory=_cuda(),  # pinning only helps (and only works) with a GPU
     )
     kwargs.update(cfg.training_args)
     return TrainingArguments(**kwargs)
@@ -363,3 +364,9 @@ def train(cfg: ThetaConfig, prepared: PreparedRun | None = None) -> TrainResult:
     best = run.checkpoint_dir / ckpt.BEST_DIR
     return TrainResult(run.checkpoint_dir, best if best.is_dir() else None, final_dir, run.log_dir,
                        dict(output.metrics), [p for _, p in ckpt.epoch_checkpoints(run.checkpoint_dir)])
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,128 @@
+"""Presets, YAML and flag precedence, unknown keys, and the fp16-on-CPU line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from theta_ai.config import OPTIONS, ConfigError, options_table_markdown, read_yaml_config, resolve_config
+from theta_ai.presets import PRESETS
+
+
+def test_rtx3060_preset_is_the_guides_recipe():
+    cfg = resolve_config()
+    assert cfg.preset == "rtx3060"
+    assert (cfg.batch_size, cfg.grad_accum, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay,
+            cfg.max_seq_length, cfg.epochs, cfg.precision, cfg.metric_for_best, cfg.checkpoint_dir) == (
+        4, 4, 5e-5, 500, 0.01, 512, 100.0, "auto", "eval_loss", "models")
+
+
+def test_enhanced_preset_adds_gradient_checkpointing_only():
+    base, enhanced = resolve_config(), resolve_config(preset="rtx3060-enhanced")
+    diff = {k for k in base.values if base.values[k] != enhanced.values[k]}
+    assert diff == {"gradient_checkpointing"} and enhanced.gradient_checkpointing is True
+
+
+def test_cpu_quickstart_uses_theta_tiny_and_bundled_data():
+    cfg = resolve_config(preset="cpu-quickstart")
+    assert cfg.model_name == "theta-tiny"
+    assert cfg.data == ["examples/data/theta_sample_train.json"]
+    assert cfg.val_data == ["examples/data/theta_sample_val.json"]
+    assert cfg.sources["model_name"] == "preset cpu-quickstart"
+
+
+def test_precedence_preset_then_yaml_then_flags(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: cpu-quickstart\nbatch-size: 2\nepochs: 3\nlearning_rate: 1.0e-4\n"
+                    "training_args:\n  lr_scheduler_type: cosine\n")
+    cfg = resolve_config({"epochs": 5}, config_file=str(path))
+    assert cfg.preset == "cpu-quickstart"
+    assert cfg.batch_size == 2 and cfg.sources["batch_size"] == f"config {path}"
+    assert cfg.epochs == 5 and cfg.sources["epochs"] == "command line"
+    assert cfg.learning_rate == 1e-4
+    assert cfg.model_name == "theta-tiny" and cfg.sources["model_name"] == "preset cpu-quickstart"
+    assert cfg.grad_accum == 1  # from the preset, untouched by YAML and flags
+    assert cfg.training_args == {"lr_scheduler_type": "cosine"}
+    # a --preset flag beats the YAML's preset key
+    assert resolve_config({}, preset="rtx3060", config_file=str(path)).model_name == "gpt2"
+
+
+def test_unknown_yaml_key_names_the_closest(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("batch_sise: 8\n")
+    with pytest.raises(ConfigError) as err:
+        resolve_config(config_file=str(path))
+    assert str(err.value) == f"{path}: unknown key 'batch_sise'; did you mean 'batch_size'?"
+
+
+def test_unknown_training_args_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("training_args:\n  lr_scheduler_typ: cosine\n")
+    with pytest.raises(ConfigError, match=r"training_args.lr_scheduler_typ is not a TrainingArguments field; "
+                                          r"did you mean 'lr_scheduler_type'\?"):
+        read_yaml_config(path)
+
+
+def test_yaml_is_read_safely_and_errors_have_a_line(tmp_path):
+    unsafe = tmp_path / "unsafe.yaml"
+    unsafe.write_text("epochs: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        read_yaml_config(unsafe)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("epochs: 3\n  batch_size: [4\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml at line 2, column \d+: invalid YAML"):
+        read_yaml_config(broken)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"batch_size": 0}, "batch_size must be positive, got 0 (from command line)"),
+    ({"val_split": 1.5}, "val_split must be between 0 and 1, got 1.5"),
+    ({"precision": "fp8"}, "command line: precision = 'fp8'; choose one of auto, fp16, bf16, fp32"),
+    ({"epochs": "many"}, "command line: epochs = 'many' is not a valid float"),
+    ({"resume": "auto", "load_checkpoint": "x"}, "--resume continues an interrupted run and --load-checkpoint"),
+])
+def test_bad_values(values, message):
+    with pytest.raises(ConfigError) as err:
+        resolve_config(values)
+    assert str(err.value).startswith(message)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match=r"unknown preset 'rtx3600'; did you mean 'rtx3060'\?"):
+        resolve_config(preset="rtx3600")
+
+
+def test_readme_table_lists_every_flag_and_preset_value():
+    table = options_table_markdown()
+    for option in OPTIONS:
+        assert f"`{option.cli_flag}`" in table
+    assert "| `--learning-rate` | 5e-05 | 5e-05 | 0.002 |" in table
+    assert set(PRESETS) == {"rtx3060", "rtx3060-enhanced", "cpu-quickstart"}
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "theta_ai.cli.train", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_cli_unknown_flag_suggests_the_closest():
+    proc = _cli("--batch-sise", "3")
+    assert proc.returncode == 2
+    assert "theta-train: error: unknown argument --batch-sise; did you mean --batch-size?" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_help_groups_the_guide_flags():
+    proc = _cli("--help")
+    assert proc.returncode == 0
+    for flag in ("--epochs", "--batch-size", "--grad-accum", "--learning-rate", "--warmup-steps", "--weight-decay",
+                 "--max-seq-length", "--checkpoint-dir", "--load-checkpoint", "--distributed", "--preset", "--config",
+                 "--data", "--val-data", "--val-split", "--model-name", "--resume", "--seed", "--skip-invalid",
+                 "--template", "--packing", "--dry-run"):
+        assert flag in proc.stdout
+    for title in ("data and formatting:", "training (defaults: the rtx3060 preset):",
+                  "checkpoints, fine-tuning and resuming:"):
+        assert title in proc.stdout
+    assert "peak learning rate (default: 5e-05)" in proc.stdout
