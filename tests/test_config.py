@@ -98,7 +98,7 @@ def test_readme_table_lists_every_flag_and_preset_value():
     table = options_table_markdown()
     for option in OPTIONS:
         assert f"`{option.cli_flag}`" in table
-    assert "| `--learning-rate` | 5e-05 | 5e-05 | 0.002 |" in table
+    assert "| `--learning-rate` | 5e-05 | 5e-05 | 0.003 |" in table
     assert set(PRESETS) == {"rtx3060", "rtx3060-enhanced", "cpu-quickstart"}
 
 

@@ -25,10 +25,10 @@ PRESETS: dict[str, dict] = {
         "model_name": "theta-tiny",  # built in, offline, ~0.8M parameters: trains in minutes on 2 cores
         "data": ["examples/data/theta_sample_train.json"],
         "val_data": ["examples/data/theta_sample_val.json"],
-        "epochs": 8.0,  # enough for the validation loss to fall clearly on the sample data
+        "epochs": 20.0,  # the validation loss falls from ~6.6 to ~4.6 on the sample data (about a minute on 2 cores)
         "batch_size": 8,  # small sequences (~70 tokens): a bigger batch keeps the CPU busy
         "grad_accum": 1,  # ~40 optimizer steps per epoch on the sample data, not 10
-        "learning_rate": 2e-3,  # a tiny randomly initialised model needs a far larger step than fine-tuning
+        "learning_rate": 3e-3,  # a tiny randomly initialised model needs a far larger step than fine-tuning
         "warmup_steps": 30,  # 500 warmup steps would outlast the whole run
         "max_seq_length": 256,  # the sample answers are short
         "logging_steps": 5,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .validate import DataError, SkippedItem
+from .validate import DataError, SkippedItem, summarize_skipped
 
 ROLES = ("system", "user", "assistant")
 TEXT_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -159,9 +159,11 @@ def _read_text(path: Path) -> str:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(file, f"line {line} (byte {exc.start})", None,
-                        f"is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
+        # exc.start indexes exc.object, which lacks the BOM when the file starts with one
+        start = exc.start + len(raw) - len(exc.object)
+        line = raw[:start].count(b"\n") + 1
+        raise DataError(file, f"line {line} (byte {start})", None,
+                        f"is not valid UTF-8 (byte 0x{raw[start]:02x})",
                         "re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
@@ -207,7 +209,8 @@ def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
     file = str(path)
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+    # split on "\n" only: str.splitlines() would also split inside strings at U+2028, U+0085, ...
+    for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -224,7 +227,9 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _csv_records(path: Path) -> Iterator[tuple[str, Any]]:
     file = str(path)
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    text = _read_text(path)
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # long answers; the default cap is 128 KiB
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip() for h in next(reader)]
     except csv.Error as exc:
@@ -284,8 +289,8 @@ def _files_under(root: Path) -> Iterator[Path]:
         if (st.st_dev, st.st_ino) in seen:
             return  # a symlink loop: this folder was already visited
         seen.add((st.st_dev, st.st_ino))
-        if _is_saved_dataset(folder):
-            yield folder
+        if _is_saved_dataset(folder) or (folder / "dataset_dict.json").is_file():
+            yield folder  # read_file reads a saved Dataset and refuses a DatasetDict with its documented error
             return
         try:
             entries = sorted(folder.iterdir())
@@ -340,7 +345,10 @@ def read_file(path: str | os.PathLike, skip_invalid: bool = False) -> LoadResult
             raise
         return LoadResult([], [SkippedItem(err, whole_file=True)], [file])
     if not result.examples and not result.skipped:
-        raise DataError(file, None, None, "holds no records", "add records or leave the file out")
+        err = DataError(file, None, None, "holds no records", "add records or leave the file out")
+        if not skip_invalid:
+            raise err
+        return LoadResult([], [SkippedItem(err, whole_file=True)], [file])
     return result
 
 
@@ -367,6 +375,8 @@ def load_examples(paths: str | os.PathLike | list, skip_invalid: bool = False) -
             total.skipped += part.skipped
             total.files += part.files
     if not total.examples:
-        raise DataError(", ".join(str(p) for p in paths), None, None, "no usable examples were found",
-                        "check the skipped-record summary above and fix the data")
+        # every item was skipped: the summary goes into the error, as the caller never gets the LoadResult
+        summary = "".join(f"\n{line}" for line in summarize_skipped(total.skipped))
+        raise DataError(", ".join(str(p) for p in paths), None, None, f"no usable examples were found{summary}",
+                        "fix or leave out the skipped items listed above")
     return total

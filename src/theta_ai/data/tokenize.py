@@ -109,7 +109,14 @@ class ExampleFormatter:
         return segments
 
     def _chat_segments(self, messages: list[dict[str, str]]) -> list[tuple[list[int], bool]]:
-        render = self.tokenizer.apply_chat_template
+        def render(conversation: list[dict[str, str]], **kwargs: Any) -> str:
+            try:
+                return self.tokenizer.apply_chat_template(conversation, **kwargs)
+            except Exception as exc:  # e.g. a conversation that opens with the assistant, or roles that do not alternate
+                roles = ", ".join(m["role"] for m in messages)
+                raise TemplateError(f"the chat template cannot render a conversation with roles [{roles}] ({exc}); "
+                                    "fix that conversation or use --template qa") from None
+
         segments: list[tuple[list[int], bool]] = []
         done = ""
         for i, message in enumerate(messages):

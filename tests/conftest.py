@@ -1,0 +1,61 @@
+"""Shared pytest fixtures: the committed data files and two small offline tokenizers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA_DIR = Path(__file__).parent / "data"
+
+# A ChatML-like template, as Qwen and many instruction-tuned models use.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHAT_SPECIAL_TOKENS = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
+CHAT_WORDS = ("user assistant system What is TCP UDP a router Be brief Hi Hello A transport protocol datagram "
+              "device that forwards packets Thanks You are welcome ? . ! ,").split()
+
+# Texts the byte-level BPE of the qa tokenizer is trained on (template words included, as theta-tiny does).
+QA_TRAINING_TEXTS = [
+    "Question: \nAnswer: ",
+    "You are a networking tutor.",
+    "What is TCP?", "A transport protocol.", "What is UDP?", "A datagram protocol.",
+    "What is a router?", "A device that forwards packets.", "Thanks!", "You are welcome.",
+    "Qu'est-ce qu'un café ? Une boisson. café café crème crème thé thé",
+] * 3
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """``tests/data`` (``good/`` and ``bad/`` hold the committed input files)."""
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def qa_tokenizer():
+    """theta-tiny's own offline byte-level BPE tokenizer: no chat template, pad == eos == <|endoftext|>."""
+    from theta_ai.modeling import train_tiny_tokenizer
+
+    return train_tiny_tokenizer(QA_TRAINING_TEXTS)
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    """A word-level tokenizer with ChatML special tokens and chat template (Llama/Qwen-style setup, offline).
+
+    One token per word or punctuation run, so expected ids can be written down word by word;
+    EOS is ``<|im_end|>`` and padding is a separate ``<pad>`` token.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(CHAT_SPECIAL_TOKENS + CHAT_WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens(CHAT_SPECIAL_TOKENS)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
+                                        eos_token="<|im_end|>")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
