@@ -81,7 +81,6 @@ def test_yaml_is_read_safely_and_errors_have_a_line(tmp_path):
     ({"val_split": 1.5}, "val_split must be between 0 and 1, got 1.5"),
     ({"precision": "fp8"}, "command line: precision = 'fp8'; choose one of auto, fp16, bf16, fp32"),
     ({"epochs": "many"}, "command line: epochs = 'many' is not a valid float"),
-    ({"resume": "auto", "load_checkpoint": "x"}, "--resume continues an interrupted run and --load-checkpoint"),
 ])
 def test_bad_values(values, message):
     with pytest.raises(ConfigError) as err:

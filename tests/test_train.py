@@ -136,7 +136,7 @@ def test_load_checkpoint_into_a_folder_with_another_run_moves_aside(two_epoch_ru
     cfg.values["checkpoint_dir"] = str(tmp / "models")  # the default folder, not chosen by the user
     run = prepare_run(cfg)
     assert run.checkpoint_dir == tmp / "models" / "finetune_from_theta_checkpoint_epoch_2"
-    assert any("this run writes to" in note for note in run.notes)
+    assert any("lies in the checkpoint folder" in note and "this fine-tuning run writes to" in note for note in run.notes)
 
 
 def test_save_total_limit_keeps_the_best(tmp_path):
@@ -221,3 +221,14 @@ def test_cli_trains_with_yaml_and_flags(tmp_path):
         "theta_best", "theta_checkpoint_epoch_1", "theta_final"]  # --epochs 1 beat the YAML's 3
     log = next((tmp_path / "logs").glob("rtx3060-*/train.log")).read_text()
     assert "effective batch 8 = 8 per device x 1 accumulation" in log
+
+
+def test_restart_with_resume_auto_wins_over_load_checkpoint(two_epoch_run, tmp_path):
+    """The overnight scripts append --resume auto on restart; a fine-tuning run then resumes itself."""
+    tmp, _ = two_epoch_run
+    source = tmp / "models" / "theta_checkpoint_epoch_1"
+    own = tmp_path / "models" / "theta_checkpoint_epoch_1"
+    shutil.copytree(tmp / "models" / "theta_checkpoint_epoch_2", own)
+    run = prepare_run(resolve_config(tiny_train_config(tmp_path, load_checkpoint=str(source), resume="auto")))
+    assert run.resume_from == own
+    assert f"resuming from {own}; --load-checkpoint {source} only applies to a fresh start" in run.notes

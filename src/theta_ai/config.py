@@ -227,8 +227,6 @@ def _check_values(cfg: ThetaConfig) -> None:
         raise ConfigError(f"val_split must be between 0 and 1, got {cfg.values['val_split']!r}")
     if cfg.values["save_total_limit"] is not None and cfg.values["save_total_limit"] < 1:
         raise ConfigError("save_total_limit must be at least 1")
-    if cfg.values["resume"] is not None and cfg.values["load_checkpoint"] is not None:
-        raise ConfigError("--resume continues an interrupted run and --load-checkpoint starts a new one; use one of them")
 
 
 def options_table_markdown() -> str:

@@ -155,10 +155,12 @@ def resolve_checkpoint_dir(cfg: ThetaConfig, notes: list[str]) -> tuple[Path, Pa
     chosen_by_user = cfg.sources["checkpoint_dir"] == "command line" or cfg.sources["checkpoint_dir"].startswith("config")
     if cfg.load_checkpoint and not chosen_by_user:
         source = Path(cfg.load_checkpoint)
-        if ckpt.epoch_checkpoints(directory):
+        if source.resolve().parent == directory.resolve():
+            # The guide's `--load-checkpoint models/theta_checkpoint_epoch_26`: the new run must not mix its
+            # epoch checkpoints with the old run's in models/, so it gets a sub-folder of its own.
             directory = directory / f"finetune_from_{source.name}"
-            notes.append(f"--load-checkpoint: {cfg.checkpoint_dir}/ already holds another run's checkpoints, so this "
-                         f"run writes to {directory}/ (pass --checkpoint-dir to choose)")
+            notes.append(f"--load-checkpoint: {source} lies in the checkpoint folder {cfg.checkpoint_dir}/, so this "
+                         f"fine-tuning run writes to {directory}/ (pass --checkpoint-dir to choose)")
     if is_main_process():
         notes += ckpt.recover(directory)
     resume_from = None
@@ -171,7 +173,9 @@ def resolve_checkpoint_dir(cfg: ThetaConfig, notes: list[str]) -> tuple[Path, Pa
         if not (resume_from / "trainer_state.json").is_file():
             raise ConfigError(f"--resume {cfg.resume}: not a complete theta-train checkpoint (no trainer_state.json); "
                               f"use --resume auto or a theta_checkpoint_epoch_N folder")
-    elif ckpt.epoch_checkpoints(directory):
+    if resume_from is not None and cfg.load_checkpoint:
+        notes.append(f"resuming from {resume_from}; --load-checkpoint {cfg.load_checkpoint} only applies to a fresh start")
+    elif resume_from is None and cfg.resume is None and ckpt.epoch_checkpoints(directory):
         newest = ckpt.latest_checkpoint(directory)
         raise ConfigError(f"{directory}/ already holds checkpoints of an earlier run (newest: {newest.name}). "
                           f"Continue it with --resume auto, or write this run elsewhere with --checkpoint-dir")
