@@ -98,6 +98,7 @@ def test_readme_table_lists_every_flag_and_preset_value():
     for option in OPTIONS:
         assert f"`{option.cli_flag}`" in table
     assert "| `--learning-rate` | 5e-05 | 5e-05 | 0.003 |" in table
+    assert "| `--gradient-checkpointing` | off | on | off |" in table
     assert set(PRESETS) == {"rtx3060", "rtx3060-enhanced", "cpu-quickstart"}
 
 
@@ -125,3 +126,13 @@ def test_cli_help_groups_the_guide_flags():
                   "checkpoints, fine-tuning and resuming:"):
         assert title in proc.stdout
     assert "peak learning rate (default: 5e-05)" in proc.stdout
+
+
+def test_readme_table_is_the_generated_one():
+    from pathlib import Path
+
+    from theta_ai.config import README_TABLE_END, README_TABLE_START
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split(README_TABLE_START, 1)[1].split(README_TABLE_END, 1)[0]
+    assert block.strip() == options_table_markdown().strip()
