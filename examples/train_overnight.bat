@@ -5,7 +5,8 @@ REM   examples\train_overnight.bat --data path\to\data --model-name gpt2 [more t
 REM
 REM All output is appended to logs\overnight_<preset>_<timestamp>.log. After an abnormal exit
 REM theta-train is started again with --resume auto, at most MAX_RESTARTS times (default 3).
-REM Exit codes 1 and 2 are user errors (bad data, bad flags): the script stops on them.
+REM Exit codes 1 and 2 are user errors (bad data, bad flags, full disk) and 130/143 a clean stop
+REM after Ctrl+C or SIGTERM (a checkpoint was saved): the script stops on them.
 setlocal EnableDelayedExpansion
 if "%PRESET%"=="" set PRESET=rtx3060
 if "%MAX_RESTARTS%"=="" set MAX_RESTARTS=3
@@ -28,6 +29,8 @@ if %RC%==0 (
 )
 if %RC%==1 goto usererror
 if %RC%==2 goto usererror
+if %RC%==130 goto stopped
+if %RC%==143 goto stopped
 set /a ATTEMPT+=1
 if %ATTEMPT% GTR %MAX_RESTARTS% (
   echo === %DATE% %TIME% exit %RC%; gave up after %MAX_RESTARTS% restarts >> "%LOG%"
@@ -40,4 +43,8 @@ goto run
 
 :usererror
 echo === %DATE% %TIME% theta-train refused the input (exit %RC%); fix it and run again >> "%LOG%"
+exit /b %RC%
+
+:stopped
+echo === %DATE% %TIME% stopped on request (exit %RC%); continue later with --resume auto >> "%LOG%"
 exit /b %RC%

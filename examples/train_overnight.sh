@@ -6,7 +6,8 @@
 # All output is appended to logs/overnight_<preset>_<timestamp>.log. After an abnormal exit
 # (crash, OOM kill, power blip) theta-train is started again with --resume auto, at most
 # MAX_RESTARTS times (default 3), so no completed epoch is lost. Exit codes 1 and 2 are user
-# errors (bad data, bad flags): restarting cannot fix them, so the script stops.
+# errors (bad data, bad flags, full disk): restarting cannot fix them, so the script stops; so do
+# 130 and 143, a clean stop after Ctrl+C or SIGTERM (a checkpoint was saved: resume it later).
 set -u
 PRESET="${PRESET:-rtx3060}"
 MAX_RESTARTS="${MAX_RESTARTS:-3}"
@@ -26,6 +27,10 @@ while :; do
   fi
   if [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ]; then
     echo "=== $(date '+%F %T') theta-train refused the input (exit $rc); fix it and run again" | tee -a "$LOG"
+    exit "$rc"
+  fi
+  if [ "$rc" -eq 130 ] || [ "$rc" -eq 143 ]; then
+    echo "=== $(date '+%F %T') stopped on request (exit $rc); continue later with --resume auto" | tee -a "$LOG"
     exit "$rc"
   fi
   attempt=$((attempt + 1))

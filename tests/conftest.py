@@ -41,9 +41,8 @@ def qa_tokenizer():
     return train_tiny_tokenizer(QA_TRAINING_TEXTS)
 
 
-@pytest.fixture(scope="session")
-def chat_tokenizer():
-    """A word-level tokenizer with ChatML special tokens and chat template (Llama/Qwen-style setup, offline).
+def build_chat_tokenizer(chat_template: str | None = CHATML_TEMPLATE, eos_token: str | None = "<|im_end|>"):
+    """A word-level tokenizer with ChatML special tokens and a chat template (Llama/Qwen-style setup, offline).
 
     One token per word or punctuation run, so expected ids can be written down word by word;
     EOS is ``<|im_end|>`` and padding is a separate ``<pad>`` token.
@@ -56,6 +55,18 @@ def chat_tokenizer():
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.add_special_tokens(CHAT_SPECIAL_TOKENS)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
-                                        eos_token="<|im_end|>")
-    tokenizer.chat_template = CHATML_TEMPLATE
+                                        eos_token=eos_token)
+    tokenizer.chat_template = chat_template
     return tokenizer
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    """The ChatML word-level tokenizer of :func:`build_chat_tokenizer` (shared: do not modify it)."""
+    return build_chat_tokenizer()
+
+
+@pytest.fixture
+def make_chat_tokenizer():
+    """``make_chat_tokenizer(chat_template=..., eos_token=...)``: a fresh word-level tokenizer to modify freely."""
+    return build_chat_tokenizer

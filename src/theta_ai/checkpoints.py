@@ -4,6 +4,7 @@ Layout of a checkpoint folder (``--checkpoint-dir``, default ``models/``)::
 
     theta_checkpoint_epoch_1/   full Trainer checkpoint (weights, tokenizer, optimizer, scheduler, RNG, state)
     theta_checkpoint_epoch_2/
+    theta_checkpoint_step_57/   only when a run was stopped mid-epoch (SIGTERM, Ctrl+C); superseded by the next epoch
     theta_best/                 weights + tokenizer of the best epoch, and theta_best.json naming it
     theta_final/                weights + tokenizer at the end of training
 
@@ -24,6 +25,7 @@ from pathlib import Path
 logger = logging.getLogger("theta_ai")
 
 EPOCH_PREFIX = "theta_checkpoint_epoch_"
+STEP_PREFIX = "theta_checkpoint_step_"
 BEST_DIR = "theta_best"
 FINAL_DIR = "theta_final"
 BEST_INFO = "theta_best.json"
@@ -31,6 +33,7 @@ RUN_INFO = "theta_run.json"
 VALIDATION_FILE = "theta_validation.jsonl"
 STAGING_SUFFIX = ".incomplete"
 _EPOCH_RE = re.compile(rf"^{EPOCH_PREFIX}(\d+)$")
+_STEP_RE = re.compile(rf"^{STEP_PREFIX}(\d+)$")
 # Trainer's own staging name (it writes checkpoint-<step>; ThetaTrainer renames it when complete).
 _TRAINER_STAGING_RE = re.compile(r"^checkpoint-\d+$")
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "adapter_config.json",
@@ -119,9 +122,62 @@ def epoch_checkpoints(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def step_checkpoints(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete mid-epoch checkpoints (written when a run was stopped), by global step."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        match = _STEP_RE.match(entry.name)
+        if match and entry.is_dir() and (entry / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def global_step_of(checkpoint: Path) -> int:
+    return int(json.loads((checkpoint / "trainer_state.json").read_text()).get("global_step", 0))
+
+
 def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    found = epoch_checkpoints(checkpoint_dir)
-    return found[-1][1] if found else None
+    """The complete checkpoint (epoch or mid-epoch) with the highest global step, or None."""
+    candidates = [p for _, p in epoch_checkpoints(checkpoint_dir)] + [p for _, p in step_checkpoints(checkpoint_dir)]
+    return max(candidates, key=global_step_of, default=None)
+
+
+def checkpoint_name(epoch: float, global_step: int) -> str:
+    """``theta_checkpoint_epoch_N`` at the end of epoch N, ``theta_checkpoint_step_S`` in the middle of one."""
+    if abs(epoch - round(epoch)) < 1e-6:
+        return epoch_dir_name(round(epoch))
+    return f"{STEP_PREFIX}{global_step}"
+
+
+def remove_superseded_step_checkpoints(checkpoint_dir: str | Path, global_step: int) -> list[Path]:
+    """Mid-epoch checkpoints only matter until a later epoch checkpoint exists."""
+    removed = [p for step, p in step_checkpoints(checkpoint_dir) if step < global_step]
+    for path in removed:
+        shutil.rmtree(path)
+    return removed
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class DiskSpaceError(RuntimeError):
+    """Not enough free disk space for the next checkpoint; nothing was written."""
+
+
+def ensure_free_space(checkpoint_dir: str | Path, needed: int) -> None:
+    """Raise :class:`DiskSpaceError` when ``checkpoint_dir`` has less than ``needed`` bytes free."""
+    root = Path(checkpoint_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if free < needed:
+        raise DiskSpaceError(
+            f"only {free / 2**20:.0f} MiB free in {root}/, but the next checkpoint needs about {needed / 2**20:.0f} MiB; "
+            "training stopped before writing it, and the earlier checkpoints are intact. Free some space (or use "
+            "--save-total-limit N), then continue with --resume auto")
 
 
 def rotate(checkpoint_dir: str | Path, keep: int | None) -> list[Path]:

@@ -1,8 +1,10 @@
 """ThetaTrainer: ``transformers.Trainer`` plus theta_ai's checkpoint naming. Nothing else is overridden.
 
 Trainer writes each checkpoint as ``checkpoint-<step>`` (a staging name that resume never
-considers); once every rank has finished writing into it, the main process fsyncs it, adds
-``theta_run.json`` and the validation examples, and renames it to ``theta_checkpoint_epoch_N``.
+considers); once every rank has finished writing into it, the main process adds ``theta_run.json``
+and the validation examples, fsyncs it, and renames it to ``theta_checkpoint_epoch_N`` (or
+``theta_checkpoint_step_S`` when a stop request saved in the middle of an epoch). Before writing,
+free disk space is checked against the size of the previous checkpoint.
 """
 
 from __future__ import annotations
@@ -10,13 +12,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .checkpoints import RUN_INFO, VALIDATION_FILE, epoch_dir_name, publish, rotate
+from . import checkpoints as ckpt
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """Trainer's length-grouped sampler, shuffled by a generator seeded with ``seed + epoch``.
+
+    Trainer's own instance draws from the global torch RNG, so after a mid-epoch resume (where the
+    RNG is restored to the moment of the save, not to the start of the epoch) it would replay a
+    different order. Seeding per epoch makes the order a pure function of (seed, epoch), like
+    accelerate's seedable random sampler in the ungrouped case.
+    """
+
+    def __init__(self, *args, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed + int(epoch))
 
 
 class ThetaTrainer(Trainer):
-    """A Trainer whose epoch checkpoints are published atomically as ``theta_checkpoint_epoch_N``.
+    """A Trainer whose checkpoints are published atomically as ``theta_checkpoint_epoch_N``.
 
     Extra keyword arguments:
         run_info: JSON-able dict written to ``theta_run.json`` in every checkpoint (template, limits, ...).
@@ -32,21 +54,43 @@ class ThetaTrainer(Trainer):
         self.keep_checkpoints = keep_checkpoints
         self.published: list[Path] = []
 
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            sampler = SeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths,
+                                                 seed=self.args.data_seed or self.args.seed)
+        return sampler
+
     def write_run_files(self, folder: Path) -> None:
         """Write ``theta_run.json`` and the validation examples into a model folder."""
-        info = dict(self.run_info, epoch=round(self.state.epoch or 0), global_step=self.state.global_step)
-        (folder / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        info = dict(self.run_info, epoch=round(self.state.epoch or 0, 4), global_step=self.state.global_step)
+        (folder / ckpt.RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
         if self.validation_jsonl:
-            (folder / VALIDATION_FILE).write_text(self.validation_jsonl, encoding="utf-8")
+            (folder / ckpt.VALIDATION_FILE).write_text(self.validation_jsonl, encoding="utf-8")
+
+    def _space_needed(self) -> int:
+        """Bytes the next checkpoint needs: the last one's size, or weights + two Adam moments, plus 10%."""
+        if self.published and self.published[-1].is_dir():
+            size = ckpt.folder_size(self.published[-1])
+        else:
+            weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            trainable = sum(p.numel() * 4 for p in self.model.parameters() if p.requires_grad)
+            size = weights + 2 * trainable
+        return int(size * 1.1)
 
     def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
         run_dir = Path(self._get_output_dir(trial=trial))
+        if self.args.should_save:
+            ckpt.ensure_free_space(run_dir, self._space_needed())
+        super()._save_checkpoint(model, trial)
         staging = run_dir / f"checkpoint-{self.state.global_step}"
         self.accelerator.wait_for_everyone()  # every rank has written its RNG state into staging
         if self.args.should_save:
             self.write_run_files(staging)
-            final = publish(staging, run_dir / epoch_dir_name(round(self.state.epoch)))
+            name = ckpt.checkpoint_name(self.state.epoch, self.state.global_step)
+            final = ckpt.publish(staging, run_dir / name)
             self.published.append(final)
-            rotate(run_dir, self.keep_checkpoints)
+            if name.startswith(ckpt.EPOCH_PREFIX):
+                ckpt.remove_superseded_step_checkpoints(run_dir, self.state.global_step)
+                ckpt.rotate(run_dir, self.keep_checkpoints)
         self.accelerator.wait_for_everyone()

@@ -88,6 +88,8 @@ class TrainResult:
     log_dir: Path
     metrics: dict[str, float]
     checkpoints: list[Path]
+    stopped_by: str | None = None  # "SIGTERM" / "SIGINT" when a stop request ended the run early
+    last_checkpoint: Path | None = None
 
 
 def describe_device() -> str:
@@ -335,13 +337,13 @@ def _version() -> str:
     return __version__
 
 
-def build_trainer(run: PreparedRun):
-    """The ThetaTrainer for a prepared run, with theta_ai's callbacks."""
-    from .callbacks import BestModelCallback, EpochSummaryCallback
+def build_trainer(run: PreparedRun, callbacks: list | None = None):
+    """The ThetaTrainer for a prepared run, with theta_ai's callbacks (plus ``callbacks``)."""
+    from .callbacks import BestModelCallback, EpochSummaryCallback, GracefulStopCallback
     from .trainer import ThetaTrainer
 
     callbacks = [BestModelCallback(run.checkpoint_dir, run.training_args.metric_for_best_model),
-                 EpochSummaryCallback()]
+                 EpochSummaryCallback(), GracefulStopCallback(), *(callbacks or [])]
     if is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -354,20 +356,30 @@ def build_trainer(run: PreparedRun):
                         keep_checkpoints=run.cfg.save_total_limit)
 
 
-def train(cfg: ThetaConfig, prepared: PreparedRun | None = None) -> TrainResult:
-    """Train a resolved configuration end to end and publish ``theta_final``."""
+def train(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks: list | None = None) -> TrainResult:
+    """Train a resolved configuration end to end and publish ``theta_final``.
+
+    SIGTERM or Ctrl+C stop the run after saving a checkpoint at the current step; the result then has
+    ``stopped_by`` set and no ``theta_final`` is written. ``callbacks`` are extra ``TrainerCallback``s.
+    """
+    from .callbacks import GracefulStopCallback
+
     run = prepared or prepare_run(cfg)
-    trainer = build_trainer(run)
+    trainer = build_trainer(run, callbacks)
+    stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, GracefulStopCallback))
     output = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
-    final_dir = run.checkpoint_dir / ckpt.FINAL_DIR
-    staging = final_dir.with_name(final_dir.name + ckpt.STAGING_SUFFIX)
-    trainer.save_model(str(staging))
-    if trainer.args.should_save:
-        trainer.write_run_files(staging)
-        ckpt.publish(staging, final_dir)
     best = run.checkpoint_dir / ckpt.BEST_DIR
+    final_dir = None
+    if stop.received is None:
+        final_dir = run.checkpoint_dir / ckpt.FINAL_DIR
+        staging = final_dir.with_name(final_dir.name + ckpt.STAGING_SUFFIX)
+        trainer.save_model(str(staging))
+        if trainer.args.should_save:
+            trainer.write_run_files(staging)
+            ckpt.publish(staging, final_dir)
     return TrainResult(run.checkpoint_dir, best if best.is_dir() else None, final_dir, run.log_dir,
-                       dict(output.metrics), [p for _, p in ckpt.epoch_checkpoints(run.checkpoint_dir)])
+                       dict(output.metrics), [p for _, p in ckpt.epoch_checkpoints(run.checkpoint_dir)],
+                       stop.received, ckpt.latest_checkpoint(run.checkpoint_dir))
 
 
 def _cuda() -> bool:

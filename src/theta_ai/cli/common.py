@@ -48,11 +48,12 @@ def closest_flag(flag: str, flags) -> str:
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
+    from ..checkpoints import DiskSpaceError
     from ..config import ConfigError
     from ..data import DataError, PackingUnsupportedError, TemplateError
     from ..modeling import ModelLoadError
 
-    return ConfigError, DataError, ModelLoadError, TemplateError, PackingUnsupportedError
+    return ConfigError, DataError, ModelLoadError, TemplateError, PackingUnsupportedError, DiskSpaceError
 
 
 def run_guarded(program: str, body: Callable[[], int]) -> int:

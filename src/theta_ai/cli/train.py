@@ -23,6 +23,9 @@ from ..config import OPTIONS, Option, _bool
 from ..presets import DEFAULT_PRESET, PRESETS
 from .common import USAGE_EXIT, attach_log_file, closest_flag, run_guarded, setup_logging
 
+# Conventional shell codes for "stopped by a signal"; the overnight scripts do not restart on them.
+STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
 GROUP_TITLES = {
     "data": "data and formatting",
     "model": "model",
@@ -105,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(line)
             return 0
         result = train(cfg, prepared=run)
+        if result.stopped_by:
+            logger.warning("stopped by %s after saving %s; continue with --resume auto", result.stopped_by,
+                           result.last_checkpoint)
+            return STOP_EXIT_CODES.get(result.stopped_by, 1)
         logger.info("done: %d epoch checkpoint(s) in %s, best model %s, final model %s",
                     len(result.checkpoints), result.checkpoint_dir, result.best_dir, result.final_dir)
         return 0

@@ -1,0 +1,116 @@
+"""theta-eval: generate answers with a trained model and score them, fully offline.
+
+    theta-eval --model-path models/theta_best
+    theta-eval --model-path models/theta_checkpoint_epoch_3 --data data/test.jsonl --max-new-tokens 64
+    theta-eval --model-path models/theta_final --logdir logs/rtx3060-20250101-120000
+
+Writes eval_results.json, predictions.jsonl and eval_report.md into --output (default
+``<model folder>/eval/``) and prints a summary. Only argument parsing lives here; the work is
+:mod:`theta_ai.evaluation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .common import USAGE_EXIT, closest_flag, run_guarded, setup_logging
+
+PROG = "theta-eval"
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..evaluation import EVAL_DIR, EvalSettings
+
+    d = EvalSettings()
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Generate answers greedily with a theta-train checkpoint (or any causal LM folder), score them "
+                    "(exact match, F1, answer recall, ROUGE, BLEU, chrF, answer perplexity), sort the errors into "
+                    "categories and write a report. Never uses the network.",
+        epilog="Examples:\n  theta-eval --model-path models/theta_best\n"
+               "  theta-eval --model-path models/theta_final --data data/test.jsonl --max-new-tokens 64\n"
+               "  theta-eval --model-path models/theta_best --logdir logs/<training run folder>",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model-path", required=True, metavar="PATH",
+                        help="model folder: theta_checkpoint_epoch_N, theta_best, theta_final, or any save_pretrained "
+                             "causal LM folder")
+    parser.add_argument("--data", nargs="+", action="extend", metavar="FILE",
+                        help="examples to evaluate, in any format theta-train reads (repeatable); default: the "
+                             "validation examples stored in the model folder (theta_validation.jsonl)")
+    parser.add_argument("--output", metavar="DIR",
+                        help=f"where the results go (default: <model folder>/{EVAL_DIR}/)")
+    parser.add_argument("--batch-size", type=_positive, default=d.batch_size, metavar="N",
+                        help=f"prompts generated together (default: {d.batch_size})")
+    parser.add_argument("--max-new-tokens", type=_positive, default=d.max_new_tokens, metavar="N",
+                        help=f"longest answer in tokens; longer ones count as truncated (default: {d.max_new_tokens})")
+    parser.add_argument("--num-examples", type=_non_negative, default=d.num_examples, metavar="N",
+                        help=f"examples shown in each list of the report: worst, best, median (default: {d.num_examples})")
+    parser.add_argument("--max-examples", type=_positive, default=None, metavar="N",
+                        help="evaluate only N examples drawn with --seed (default: all)")
+    parser.add_argument("--seed", type=int, default=d.seed, metavar="N",
+                        help=f"seed for --max-examples and torch (default: {d.seed})")
+    parser.add_argument("--logdir", metavar="DIR",
+                        help="also write the metrics as TensorBoard scalars and example tables into DIR (e.g. the "
+                             "training run's log folder)")
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    namespace, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flags = [s for a in parser._actions for s in a.option_strings]
+        first = next((u for u in unknown if u.startswith("-")), unknown[0])
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: unknown argument {first}{closest_flag(first.split('=')[0], flags)}", file=sys.stderr)
+        raise SystemExit(USAGE_EXIT)
+    return namespace
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    # theta-eval only reads local folders: make any accidental hub lookup fail fast instead of waiting on the network.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+
+    def body() -> int:
+        from ..eval_report import summary_lines
+        from ..evaluation import EVAL_DIR, EvalSettings, evaluate_model, log_to_tensorboard, write_outputs
+
+        logger = setup_logging()
+        settings = EvalSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                num_examples=args.num_examples, seed=args.seed, max_examples=args.max_examples)
+        result = evaluate_model(args.model_path, args.data, settings, progress=True)
+        output = Path(args.output) if args.output else Path(args.model_path) / EVAL_DIR
+        paths = write_outputs(result, output)
+        if args.logdir:
+            logger.info("TensorBoard: %s (tensorboard --logdir=%s)", log_to_tensorboard(result, args.logdir),
+                        args.logdir)
+        for line in summary_lines(result):
+            print(line)
+        print(f"wrote {paths['results']}, {paths['predictions'].name}, {paths['report'].name}")
+        return 0
+
+    return run_guarded(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
