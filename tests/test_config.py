@@ -19,10 +19,12 @@ def test_rtx3060_preset_is_the_guides_recipe():
         4, 4, 5e-5, 500, 0.01, 512, 100.0, "auto", "eval_loss", "models")
 
 
-def test_enhanced_preset_adds_gradient_checkpointing_only():
+def test_enhanced_preset_adds_the_enhanced_switches_only():
     base, enhanced = resolve_config(), resolve_config(preset="rtx3060-enhanced")
-    diff = {k for k in base.values if base.values[k] != enhanced.values[k]}
-    assert diff == {"gradient_checkpointing"} and enhanced.gradient_checkpointing is True
+    diff = {k: enhanced.values[k] for k in base.values if base.values[k] != enhanced.values[k]}
+    assert diff == {"gradient_checkpointing": True, "augment": True, "lr_scheduler": "cosine-restarts", "lr_cycles": 4,
+                    "early_stopping_patience": 5, "spike_guard": True, "histogram_steps": 500}
+    assert enhanced.precision == "auto"  # fp16 on CUDA
 
 
 def test_cpu_quickstart_uses_theta_tiny_and_bundled_data():

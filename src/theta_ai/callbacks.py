@@ -25,9 +25,10 @@ class BestModelCallback(TrainerCallback):
     ``state.best_global_step``), which is saved in every checkpoint and so survives a resume.
     """
 
-    def __init__(self, checkpoint_dir: str | Path, metric: str):
+    def __init__(self, checkpoint_dir: str | Path, metric: str, with_optimizer: bool = False):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.metric = metric
+        self.with_optimizer = with_optimizer
         self.last_metrics: dict = {}
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -40,7 +41,7 @@ class BestModelCallback(TrainerCallback):
         checkpoint = self.checkpoint_dir / checkpoint_name(state.epoch, state.global_step)
         info = {"epoch": epoch, "global_step": state.global_step, "metric": self.metric,
                 "value": state.best_metric, "checkpoint": checkpoint.name, "metrics": self.last_metrics}
-        publish_best(checkpoint, self.checkpoint_dir / BEST_DIR, info)
+        publish_best(checkpoint, self.checkpoint_dir / BEST_DIR, info, self.with_optimizer)
         logger.info("new best model: epoch %d, %s %.4f -> %s", epoch, self.metric, state.best_metric,
                     self.checkpoint_dir / BEST_DIR)
 
@@ -126,3 +127,84 @@ class GracefulStopCallback(TrainerCallback):
             control.should_save = False
             control.should_evaluate = False
         return control
+
+
+class EpochAwareDatasetCallback(TrainerCallback):
+    """Tells an on-the-fly dataset (augmentation) which epoch is starting."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(math.floor((state.epoch or 0) + 1e-9))
+
+
+class SpikeGuardCallback(TrainerCallback):
+    """Roll back to ``theta_best`` when the validation loss spikes or the training loss is not finite.
+
+    A spike is a validation loss above ``factor`` x the best so far. A rollback reloads the best
+    weights and their optimizer state, multiplies the learning rate (and the schedule's base rates)
+    by ``lr_factor`` and carries on; after ``max_rollbacks`` rollbacks the run stops cleanly with
+    the best model in place. Each rollback is a warning line and a ``theta/rollbacks`` scalar.
+    """
+
+    def __init__(self, checkpoint_dir: str | Path, factor: float = 1.5, lr_factor: float = 0.5,
+                 max_rollbacks: int = 3, writer=None):
+        self.best_dir = Path(checkpoint_dir) / BEST_DIR
+        self.factor, self.lr_factor, self.max_rollbacks = factor, lr_factor, max_rollbacks
+        self.writer = writer
+        self.rollbacks: list[dict] = []
+        self.gave_up = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self._spike(f"training loss is {loss}", state, control, **kwargs)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        loss = (metrics or {}).get("eval_loss")
+        best = state.best_metric  # still the best *before* this evaluation
+        if loss is None or best is None or args.metric_for_best_model not in ("loss", "eval_loss"):
+            return
+        if not math.isfinite(loss) or loss > best * self.factor:
+            self._spike(f"validation loss {loss:.4f} > {self.factor:g} x best {best:.4f}", state, control, **kwargs)
+
+    def _spike(self, reason: str, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        if self.gave_up or not (self.best_dir / "model.safetensors").is_file():
+            if not self.gave_up:
+                logger.warning("spike guard: %s at step %d, but there is no best model yet to roll back to",
+                               reason, state.global_step)
+            return
+        self._restore(model, optimizer, lr_scheduler)
+        self.rollbacks.append({"step": state.global_step, "reason": reason})
+        n = len(self.rollbacks)
+        if self.writer is not None:
+            self.writer.add_scalar("theta/rollbacks", n, state.global_step)
+            self.writer.add_text("theta/rollback", f"step {state.global_step}: {reason}; rolled back to theta_best",
+                                 state.global_step)
+        if n >= self.max_rollbacks:
+            self.gave_up = True
+            control.should_training_stop = True
+            logger.warning("spike guard: %s at step %d; rolled back to the best model for the %d. time and stopped "
+                           "(--spike-max-rollbacks %d). theta_best holds the best model; try a lower --learning-rate",
+                           reason, state.global_step, n, self.max_rollbacks)
+        else:
+            logger.warning("spike guard: %s at step %d; rolled back to the best model and multiplied the learning "
+                           "rate by %g (rollback %d of at most %d)", reason, state.global_step, self.lr_factor, n,
+                           self.max_rollbacks)
+
+    def _restore(self, model, optimizer, lr_scheduler) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        device = next(model.parameters()).device
+        weights = load_file(str(self.best_dir / "model.safetensors"), device=str(device))
+        model.load_state_dict(weights, strict=False)  # tied weights (lm_head) are not stored twice
+        if optimizer is not None and (self.best_dir / "optimizer.pt").is_file():
+            optimizer.load_state_dict(torch.load(self.best_dir / "optimizer.pt", map_location=device, weights_only=True))
+        if optimizer is not None:
+            for group in optimizer.param_groups:
+                group["lr"] *= self.lr_factor
+        scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)
+        if scheduler is not None and hasattr(scheduler, "base_lrs"):
+            scheduler.base_lrs = [lr * self.lr_factor for lr in scheduler.base_lrs]

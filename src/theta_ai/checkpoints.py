@@ -203,12 +203,22 @@ def copy_model_files(source: Path, staging: Path) -> None:
         shutil.copy2(source / "model.safetensors.index.json", staging / "model.safetensors.index.json")
 
 
-def publish_best(checkpoint: Path, best_dir: Path, info: dict) -> Path:
-    """Replace ``theta_best`` atomically with the model files of ``checkpoint`` plus ``theta_best.json``."""
+OPTIMIZER_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt")
+
+
+def publish_best(checkpoint: Path, best_dir: Path, info: dict, with_optimizer: bool = False) -> Path:
+    """Replace ``theta_best`` atomically with the model files of ``checkpoint`` plus ``theta_best.json``.
+
+    ``with_optimizer`` also keeps the optimizer/scheduler state (the spike guard rolls back to it).
+    """
     staging = best_dir.with_name(best_dir.name + STAGING_SUFFIX)
     if staging.exists():
         shutil.rmtree(staging)
     copy_model_files(checkpoint, staging)
+    if with_optimizer:
+        for name in OPTIMIZER_FILES:
+            if (checkpoint / name).is_file():
+                shutil.copy2(checkpoint / name, staging / name)
     (staging / BEST_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return publish(staging, best_dir)
 

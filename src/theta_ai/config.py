@@ -52,7 +52,8 @@ def _bool(v: Any) -> bool:
 
 
 # Groups, in the order --help shows them.
-DATA, MODEL, TRAINING, CHECKPOINTS, RUN = "data", "model", "training", "checkpoints", "run"
+DATA, MODEL, TRAINING, ENHANCED, CHECKPOINTS, RUN = "data", "model", "training", "enhanced", "checkpoints", "run"
+SCHEDULERS = ("linear", "cosine", "cosine-restarts", "plateau", "constant")
 
 OPTIONS: tuple[Option, ...] = (
     # ---- data
@@ -80,6 +81,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("gradient_checkpointing", _bool, False, "recompute activations in backward to save memory", TRAINING),
     Option("logging_steps", int, 10, "log training loss and learning rate every N optimizer steps", TRAINING),
     Option("seed", int, 42, "random seed (model init, data order, validation split)", TRAINING),
+    # ---- enhanced training: augmentation, schedules, regularization, stopping, spike guard
+    Option("augment", _bool, False, "augment training questions on the fly (seeded, different every epoch)", ENHANCED),
+    Option("augment_config", str, None, "YAML file tuning the augmentation mix (see docs/enhanced_training.md)", ENHANCED, metavar="FILE.yaml"),
+    Option("neftune_alpha", float, None, "NEFTune noise on token embeddings (Trainer's neftune_noise_alpha), e.g. 5", ENHANCED),
+    Option("lr_scheduler", str, "linear", "learning-rate schedule after warmup", ENHANCED, choices=SCHEDULERS),
+    Option("warmup_ratio", float, None, "warmup as a fraction of all steps (instead of --warmup-steps)", ENHANCED),
+    Option("lr_cycles", int, 3, "cosine-restarts: number of hard restarts over the run", ENHANCED),
+    Option("lr_factor", float, 0.5, "plateau: multiply the learning rate by this when validation loss stalls", ENHANCED),
+    Option("lr_patience", int, 2, "plateau: evaluations without improvement before lowering the learning rate", ENHANCED),
+    Option("dropout", float, None, "override the model's dropout probabilities (residual, embedding, attention)", ENHANCED),
+    Option("label_smoothing", float, 0.0, "label smoothing factor for the loss", ENHANCED),
+    Option("early_stopping_patience", int, None, "stop after N evaluations without improvement (theta_best is kept)", ENHANCED, metavar="N"),
+    Option("spike_guard", _bool, False, "roll back to the best weights when validation loss spikes or training loss is NaN", ENHANCED),
+    Option("spike_factor", float, 1.5, "spike guard: a validation loss above best x this is a spike", ENHANCED),
+    Option("spike_lr_factor", float, 0.5, "spike guard: multiply the learning rate by this after a rollback", ENHANCED),
+    Option("spike_max_rollbacks", int, 3, "spike guard: stop cleanly after this many rollbacks", ENHANCED),
     # ---- checkpoints
     Option("checkpoint_dir", str, "models", "where theta_checkpoint_epoch_N, theta_best and theta_final go", CHECKPOINTS, metavar="DIR"),
     Option("save_total_limit", int, None, "keep only the newest N epoch checkpoints (theta_best is always kept)", CHECKPOINTS, metavar="N"),
@@ -87,6 +104,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("metric_for_best", str, "eval_loss", "validation metric that picks theta_best (lower is better for loss)", CHECKPOINTS),
     # ---- run
     Option("logdir", str, "logs", "TensorBoard and text logs root; each run gets its own sub-folder", RUN, metavar="DIR"),
+    Option("grad_log_steps", int, 50, "log per-layer-group gradient norms every N optimizer steps (0 = off)", RUN, metavar="N"),
+    Option("histogram_steps", int, 0, "write gradient and weight histograms every N optimizer steps (0 = off)", RUN, metavar="N"),
+    Option("example_predictions", int, 4, "validation questions answered and logged to TensorBoard at each evaluation (0 = off)", RUN, metavar="N"),
     Option("dry_run", _bool, False, "load and check everything, print the plan and one formatted example, then exit", RUN),
     Option("distributed", _bool, False, "accepted for torch.distributed.launch compatibility; the launcher's environment decides", RUN),
 )
@@ -225,6 +245,15 @@ def _check_values(cfg: ThetaConfig) -> None:
             raise ConfigError(f"{name} must not be negative, got {cfg.values[name]!r} (from {cfg.sources[name]})")
     if not 0 < cfg.values["val_split"] < 1:
         raise ConfigError(f"val_split must be between 0 and 1, got {cfg.values['val_split']!r}")
+    for name in ("dropout", "label_smoothing", "warmup_ratio"):
+        value = cfg.values[name]
+        if value is not None and not 0 <= value < 1:
+            raise ConfigError(f"{name} must be in [0, 1), got {value!r} (from {cfg.sources[name]})")
+    for name in ("spike_lr_factor", "lr_factor"):
+        if not 0 < cfg.values[name] < 1:
+            raise ConfigError(f"{name} must be between 0 and 1, got {cfg.values[name]!r} (from {cfg.sources[name]})")
+    if cfg.values["spike_factor"] <= 1:
+        raise ConfigError(f"spike_factor must be above 1, got {cfg.values['spike_factor']!r}")
     if cfg.values["save_total_limit"] is not None and cfg.values["save_total_limit"] < 1:
         raise ConfigError("save_total_limit must be at least 1")
 
@@ -257,3 +286,12 @@ def _cell(value: Any) -> str:
 
 README_TABLE_START = "<!-- options-table:start (generated by theta_ai.config.options_table_markdown) -->"
 README_TABLE_END = "<!-- options-table:end -->"
+
+
+def write_readme_table(path: str | Path = "README.md") -> None:
+    """Regenerate the options table in README.md between its markers (run after changing OPTIONS or PRESETS)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    head, rest = text.split(README_TABLE_START, 1)
+    _, tail = rest.split(README_TABLE_END, 1)
+    path.write_text(f"{head}{README_TABLE_START}\n{options_table_markdown()}{README_TABLE_END}{tail}", encoding="utf-8")

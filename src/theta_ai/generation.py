@@ -9,6 +9,7 @@ Greedy decoding is deterministic, and a batch gives the same answers as one prom
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Generation:
 
     text: str
     raw_text: str
+    token_ids: list[int]
     prompt_tokens: int
     new_tokens: int
     hit_eos: bool
@@ -87,6 +89,14 @@ def select_subset(n: int, k: int | None, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(n), k))
 
 
+class _QuietPaddingWarning(logging.Filter):
+    """Drop transformers' "passing an attention_mask" advice: generate() omits an all-ones mask on its own
+    decoding steps and GPT-2 then sees the EOS (= pad) id in finished rows; every call here does pass a mask."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "attention_mask" not in record.getMessage()
+
+
 def _batches(order: list[int], size: int) -> list[list[int]]:
     return [order[i: i + size] for i in range(0, len(order), size)]
 
@@ -108,6 +118,8 @@ def generate_answers(model, tokenizer, prompts: Sequence[list[int]], *, batch_si
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    quiet = _QuietPaddingWarning()
+    logging.getLogger("transformers.modeling_utils").addFilter(quiet)
     # Longest first: the largest batch runs first, so an out-of-memory error shows at once.
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     results: list[Generation | None] = [None] * len(prompts)
@@ -131,11 +143,12 @@ def generate_answers(model, tokenizer, prompts: Sequence[list[int]], *, batch_si
                     raw = tokenizer.decode(answer_ids, skip_special_tokens=True)
                     text, ran_on = clean_answer(raw)
                     results[i] = Generation(
-                        text=text, raw_text=raw, prompt_tokens=len(prompts[i]),
+                        text=text, raw_text=raw, token_ids=answer_ids, prompt_tokens=len(prompts[i]),
                         new_tokens=len(new) if end is None else end + 1, hit_eos=end is not None, ran_on=ran_on,
                         truncated=end is None and not ran_on and len(new) >= max_new_tokens)
     finally:
         model.train(was_training)
+        logging.getLogger("transformers.modeling_utils").removeFilter(quiet)
     return results  # type: ignore[return-value]
 
 

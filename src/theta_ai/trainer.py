@@ -55,6 +55,11 @@ class ThetaTrainer(Trainer):
         self.published: list[Path] = []
 
     def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = getattr(dataset, "lengths", None)  # an on-the-fly (augmented) dataset knows its lengths
+        if lengths is not None and self.args.train_sampling_strategy == "group_by_length":
+            return SeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                              lengths=list(lengths), seed=self.args.data_seed or self.args.seed)
         sampler = super()._get_train_sampler(train_dataset)
         if type(sampler) is LengthGroupedSampler:
             sampler = SeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths,

@@ -27,7 +27,7 @@ from .data import (ExampleFormatter, FormatStats, PaddingCollator, check_packing
                    find_leakage, load_examples, packing_collator, summarize_skipped)
 from .data.formats import Example, load_examples as _load
 from .data.tokenize import IGNORE_INDEX
-from .modeling import THETA_TINY, LoadedModel, load_model_and_tokenizer, training_texts
+from .modeling import THETA_TINY, LoadedModel, load_model_and_tokenizer, set_dropout, training_texts
 
 logger = logging.getLogger("theta_ai")
 
@@ -52,6 +52,8 @@ class PreparedRun:
     resume_from: Path | None
     world_size: int
     notes: list[str] = field(default_factory=list)
+    augmenter: Any = None  # theta_ai.augment.Augmenter when --augment is on
+    trainer_train_dataset: Any = None  # what Trainer iterates: train_dataset, or its on-the-fly augmented view
 
     @property
     def effective_batch(self) -> int:
@@ -205,6 +207,23 @@ def resolve_precision(cfg: ThetaConfig, notes: list[str]) -> tuple[bool, bool]:
     return False, False
 
 
+SCHEDULER_TYPES = {"linear": "linear", "cosine": "cosine", "cosine-restarts": "cosine_with_restarts",
+                   "plateau": "reduce_lr_on_plateau", "constant": "constant_with_warmup"}
+
+
+def scheduler_arguments(cfg: ThetaConfig, notes: list[str]) -> dict[str, Any]:
+    """TrainingArguments fields for ``--lr-scheduler`` and warmup: transformers' own schedulers."""
+    kwargs: dict[str, Any] = {"lr_scheduler_type": SCHEDULER_TYPES[cfg.lr_scheduler],
+                              "warmup_steps": cfg.warmup_ratio if cfg.warmup_ratio is not None else cfg.warmup_steps}
+    if cfg.lr_scheduler == "cosine-restarts":
+        kwargs["lr_scheduler_kwargs"] = {"num_cycles": cfg.lr_cycles}
+    elif cfg.lr_scheduler == "plateau":
+        kwargs["lr_scheduler_kwargs"] = {"factor": cfg.lr_factor, "patience": cfg.lr_patience}
+        if kwargs["warmup_steps"]:
+            notes.append("--lr-scheduler plateau has no warmup (torch's ReduceLROnPlateau); warmup is ignored")
+    return kwargs
+
+
 def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list[str]):
     from transformers import TrainingArguments
 
@@ -217,8 +236,10 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay,
+        label_smoothing_factor=cfg.label_smoothing,
+        neftune_noise_alpha=cfg.neftune_alpha,
+        logging_nan_inf_filter=not cfg.spike_guard,  # the spike guard must see a NaN loss, not a filtered one
         seed=cfg.seed,
         data_seed=cfg.seed,
         fp16=fp16,
@@ -239,6 +260,7 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda(),  # pinning only helps (and only works) with a GPU
     )
+    kwargs.update(scheduler_arguments(cfg, notes))
     kwargs.update(cfg.training_args)
     return TrainingArguments(**kwargs)
 
@@ -281,6 +303,23 @@ def prepare_run(cfg: ThetaConfig) -> PreparedRun:
     if len(train_dataset) == 0 or len(val_dataset) == 0:
         raise ConfigError("no example is left after formatting (see the warnings above); raise --max-seq-length")
 
+    if cfg.dropout is not None:
+        changed = set_dropout(loaded.model, cfg.dropout)
+        if not changed:
+            notes.append(f"--dropout {cfg.dropout:g}: {type(loaded.model).__name__} has no dropout settings in its "
+                         "config; only dropout modules were changed")
+    augmenter = None
+    trainer_dataset = train_dataset
+    if cfg.augment:
+        from .augment import AugmentConfig, Augmenter
+        from .data.augmented import AugmentedDataset
+
+        aug_config = AugmentConfig.from_yaml(cfg.augment_config) if cfg.augment_config else AugmentConfig()
+        augmenter = Augmenter(aug_config, seed=cfg.seed)
+        trainer_dataset = AugmentedDataset([train_examples[i] for i in train_stats.kept], augmenter, formatter,
+                                           lengths=list(train_dataset["length"]))
+    elif cfg.augment_config:
+        notes.append("--augment-config is set but --augment is off; no augmentation is applied")
     if cfg.packing:
         check_packing_isolation(loaded.model)
         collator = packing_collator()
@@ -289,7 +328,7 @@ def prepare_run(cfg: ThetaConfig) -> PreparedRun:
     args = build_training_arguments(cfg, checkpoint_dir, notes)
     run = PreparedRun(cfg, train_examples, val_examples, loaded, formatter, train_dataset, val_dataset,
                       train_stats, val_stats, collator, args, checkpoint_dir, run_log_dir(cfg, resume_from),
-                      resume_from, world_size(), notes)
+                      resume_from, world_size(), notes, augmenter, trainer_dataset)
     total_steps = run.steps_per_epoch * cfg.epochs
     if cfg.warmup_steps > total_steps:
         notes.append(f"warmup {cfg.warmup_steps} steps is longer than the whole run ({total_steps:.0f} steps): "
@@ -319,7 +358,15 @@ def dry_run_report(run: PreparedRun) -> list[str]:
         lines.append(f"  {key:<22} {value!r}" + (f"   ({source})" if source and source != "default" else ""))
     lines.append(f"train tokens: {run.train_stats.summary()}")
     lines.append(f"validation tokens: {run.val_stats.summary()}")
-    return lines + describe_example(run)
+    lines += describe_example(run)
+    if run.augmenter is not None:
+        from .augment import preview
+
+        lines.append(f"augmentation: {run.augmenter.config.describe()}")
+        for original, augmented in preview(run.train_examples, run.augmenter, n=3):
+            lines.append(f"  original : {original!r}")
+            lines.append(f"  augmented: {augmented!r}")
+    return lines
 
 
 def _run_info(run: PreparedRun) -> dict:
@@ -339,19 +386,34 @@ def _version() -> str:
 
 def build_trainer(run: PreparedRun, callbacks: list | None = None):
     """The ThetaTrainer for a prepared run, with theta_ai's callbacks (plus ``callbacks``)."""
-    from .callbacks import BestModelCallback, EpochSummaryCallback, GracefulStopCallback
+    from transformers import EarlyStoppingCallback
+
+    from .callbacks import (BestModelCallback, EpochAwareDatasetCallback, EpochSummaryCallback,
+                            GracefulStopCallback, SpikeGuardCallback)
     from .trainer import ThetaTrainer
 
-    callbacks = [BestModelCallback(run.checkpoint_dir, run.training_args.metric_for_best_model),
-                 EpochSummaryCallback(), GracefulStopCallback(), *(callbacks or [])]
+    cfg = run.cfg
+    writer = None
+    theta_callbacks: list = [BestModelCallback(run.checkpoint_dir, run.training_args.metric_for_best_model,
+                                               with_optimizer=cfg.spike_guard),
+                             EpochSummaryCallback(), GracefulStopCallback()]
     if is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
-        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run.log_dir))))
+        writer = SummaryWriter(log_dir=str(run.log_dir))
+        theta_callbacks.append(TensorBoardCallback(tb_writer=writer))
+    if run.trainer_train_dataset is not run.train_dataset:
+        theta_callbacks.append(EpochAwareDatasetCallback(run.trainer_train_dataset))
+    if cfg.early_stopping_patience:
+        theta_callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    if cfg.spike_guard:
+        theta_callbacks.append(SpikeGuardCallback(run.checkpoint_dir, cfg.spike_factor, cfg.spike_lr_factor,
+                                                  cfg.spike_max_rollbacks, writer))
     return ThetaTrainer(model=run.loaded.model, args=run.training_args, data_collator=run.collator,
-                        train_dataset=run.train_dataset, eval_dataset=run.val_dataset,
-                        processing_class=run.loaded.tokenizer, callbacks=callbacks, run_info=_run_info(run),
+                        train_dataset=run.trainer_train_dataset, eval_dataset=run.val_dataset,
+                        processing_class=run.loaded.tokenizer, callbacks=theta_callbacks + list(callbacks or []),
+                        run_info=_run_info(run),
                         validation_jsonl=examples_to_jsonl(run.val_examples),
                         keep_checkpoints=run.cfg.save_total_limit)
 

@@ -30,6 +30,7 @@ GROUP_TITLES = {
     "data": "data and formatting",
     "model": "model",
     "training": "training (defaults: the rtx3060 preset)",
+    "enhanced": "enhanced training (augmentation, schedules, regularization, early stopping, spike guard)",
     "checkpoints": "checkpoints, fine-tuning and resuming",
     "run": "logging and run control",
 }

@@ -41,6 +41,7 @@ class FormatStats:
     dropped_no_answer: int = 0
     lengths: list[int] = field(default_factory=list)
     answer_tokens: int = 0
+    kept: list[int] = field(default_factory=list)  # indices of the examples that made it into the dataset
 
     def warnings(self, max_seq_length: int) -> list[str]:
         out = []
@@ -173,7 +174,7 @@ class ExampleFormatter:
 
         stats = FormatStats()
         rows = []
-        for example in examples:
+        for index, example in enumerate(examples):
             row = self.encode(example)
             answer_tokens = sum(1 for label in row["labels"] if label != IGNORE_INDEX)
             if answer_tokens == 0 and not self.train_on_prompt:
@@ -183,6 +184,7 @@ class ExampleFormatter:
             stats.examples += 1
             stats.lengths.append(row["length"])
             stats.answer_tokens += answer_tokens
+            stats.kept.append(index)
             rows.append(row)
         dataset = datasets.Dataset.from_dict({
             "input_ids": [r["input_ids"] for r in rows],
