@@ -31,6 +31,16 @@ _EXPORTS = {
     "ThetaTrainer": "trainer", "BestModelCallback": "callbacks", "PreparedRun": "training",
     "TrainResult": "training", "prepare_run": "training", "train": "training", "dry_run_report": "training",
     "latest_checkpoint": "checkpoints", "epoch_checkpoints": "checkpoints",
+    # augmentation
+    "AugmentConfig": "augment", "Augmenter": "augment",
+    # evaluation
+    "EvalSettings": "evaluation", "EvalResult": "evaluation", "evaluate_model": "evaluation",
+    "evaluate_examples": "evaluation", "write_outputs": "evaluation", "GenerationEvalCallback": "eval_callback",
+    "compute_metrics": "metrics", "preprocess_logits_for_metrics": "metrics", "compute_text_metrics": "metrics",
+    "generate_answers": "generation",
+    # memory planning
+    "estimate_memory": "planner", "plan": "planner", "parse_memory": "planner", "LoraSpec": "planner",
+    "MemoryEstimate": "planner",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -62,8 +62,10 @@ class EpochSummaryCallback(TrainerCallback):
         loss = metrics.get("eval_loss")
         ppl = math.exp(loss) if loss is not None and loss < 50 else float("inf")
         train = f"{self.last_train_loss:.4f}" if self.last_train_loss is not None else "-"
-        logger.info("epoch %.0f: train loss %s, validation loss %.4f (perplexity %.2f)",
-                    state.epoch or 0, train, loss if loss is not None else float("nan"), ppl)
+        extra = "".join(f", {name} {metrics[key]:.4f}" for key, name in (
+            ("eval_token_accuracy", "answer-token accuracy"), ("eval_rougeL", "ROUGE-L")) if key in metrics)
+        logger.info("epoch %.0f: train loss %s, validation loss %.4f (perplexity %.2f)%s",
+                    state.epoch or 0, train, loss if loss is not None else float("nan"), ppl, extra)
 
 
 class GracefulStopCallback(TrainerCallback):

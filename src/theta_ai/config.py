@@ -106,7 +106,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("logdir", str, "logs", "TensorBoard and text logs root; each run gets its own sub-folder", RUN, metavar="DIR"),
     Option("grad_log_steps", int, 50, "log per-layer-group gradient norms every N optimizer steps (0 = off)", RUN, metavar="N"),
     Option("histogram_steps", int, 0, "write gradient and weight histograms every N optimizer steps (0 = off)", RUN, metavar="N"),
-    Option("example_predictions", int, 4, "validation questions answered and logged to TensorBoard at each evaluation (0 = off)", RUN, metavar="N"),
+    Option("generation_eval", int, 8, "at each evaluation, answer N fixed validation questions: ROUGE-L/BLEU/EM scalars "
+           "and example predictions in TensorBoard (0 = off; needed for --metric-for-best rougeL)", RUN, metavar="N"),
+    Option("plan", _bool, False, "print the estimated peak GPU memory and the fastest settings that fit --gpu-memory, "
+           "then exit (loads no data, allocates nothing)", RUN),
+    Option("gpu_memory", str, None, "target GPU memory for --plan: 12GiB (the RTX 3060, default), 12GB = 10^9 bytes, 8000MB", RUN, metavar="SIZE"),
     Option("dry_run", _bool, False, "load and check everything, print the plan and one formatted example, then exit", RUN),
     Option("distributed", _bool, False, "accepted for torch.distributed.launch compatibility; the launcher's environment decides", RUN),
 )
@@ -133,6 +137,14 @@ class ThetaConfig:
     def as_dict(self) -> dict[str, Any]:
         return {"preset": self.preset, "config_file": self.config_file, **self.values,
                 "training_args": dict(self.training_args)}
+
+
+LOSS_METRICS = ("eval_loss", "eval_perplexity")  # lower is better; every other metric: higher is better
+
+
+def metric_key(name: str) -> str:
+    """Trainer's name for an evaluation metric: ``rougeL`` -> ``eval_rougeL``."""
+    return name if name.startswith("eval_") else f"eval_{name}"
 
 
 def closest(name: str, candidates) -> str:
@@ -254,6 +266,14 @@ def _check_values(cfg: ThetaConfig) -> None:
             raise ConfigError(f"{name} must be between 0 and 1, got {cfg.values[name]!r} (from {cfg.sources[name]})")
     if cfg.values["spike_factor"] <= 1:
         raise ConfigError(f"spike_factor must be above 1, got {cfg.values['spike_factor']!r}")
+    metric = metric_key(cfg.values["metric_for_best"])
+    if metric not in LOSS_METRICS + ("eval_token_accuracy",) and not cfg.values["generation_eval"]:
+        raise ConfigError(f"--metric-for-best {cfg.values['metric_for_best']} needs generated answers; "
+                          "set --generation-eval N (e.g. 32) or use eval_loss")
+    if cfg.values["gpu_memory"] is not None:
+        from .planner import parse_memory
+
+        parse_memory(cfg.values["gpu_memory"])
     if cfg.values["save_total_limit"] is not None and cfg.values["save_total_limit"] < 1:
         raise ConfigError("save_total_limit must be at least 1")
 

@@ -227,8 +227,10 @@ def scheduler_arguments(cfg: ThetaConfig, notes: list[str]) -> dict[str, Any]:
 def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list[str]):
     from transformers import TrainingArguments
 
+    from .config import LOSS_METRICS, metric_key
+
     fp16, bf16 = resolve_precision(cfg, notes)
-    metric = cfg.metric_for_best
+    metric = metric_key(cfg.metric_for_best)
     kwargs = dict(
         output_dir=str(checkpoint_dir),
         num_train_epochs=cfg.epochs,
@@ -251,7 +253,7 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         metric_for_best_model=metric,
-        greater_is_better=not metric.endswith("loss"),
+        greater_is_better=metric not in LOSS_METRICS,
         save_total_limit=None,  # ThetaTrainer rotates theta_checkpoint_epoch_N itself
         report_to="none",  # the TensorBoard callback is added explicitly, with theta_ai's run folder
         remove_unused_columns=False,  # the collator picks its columns; "length" feeds the sampler
@@ -392,16 +394,25 @@ def build_trainer(run: PreparedRun, callbacks: list | None = None):
                             GracefulStopCallback, SpikeGuardCallback)
     from .trainer import ThetaTrainer
 
+    from .eval_callback import GenerationEvalCallback
+    from .metrics.training import compute_metrics, preprocess_logits_for_metrics
+
     cfg = run.cfg
     writer = None
-    theta_callbacks: list = [BestModelCallback(run.checkpoint_dir, run.training_args.metric_for_best_model,
-                                               with_optimizer=cfg.spike_guard),
-                             EpochSummaryCallback(), GracefulStopCallback()]
     if is_main_process():
         from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
 
         writer = SummaryWriter(log_dir=str(run.log_dir))
+    theta_callbacks: list = []
+    if cfg.generation_eval:  # first: it adds eval_rougeL & co. before anything reads the metrics
+        theta_callbacks.append(GenerationEvalCallback(run.val_examples, run.formatter, num_examples=cfg.generation_eval,
+                                                      seed=cfg.seed, batch_size=cfg.batch_size, tb_writer=writer))
+    theta_callbacks += [BestModelCallback(run.checkpoint_dir, run.training_args.metric_for_best_model,
+                                          with_optimizer=cfg.spike_guard),
+                        EpochSummaryCallback(), GracefulStopCallback()]
+    if writer is not None:
+        from transformers.integrations import TensorBoardCallback
+
         theta_callbacks.append(TensorBoardCallback(tb_writer=writer))
     if run.trainer_train_dataset is not run.train_dataset:
         theta_callbacks.append(EpochAwareDatasetCallback(run.trainer_train_dataset))
@@ -411,6 +422,7 @@ def build_trainer(run: PreparedRun, callbacks: list | None = None):
         theta_callbacks.append(SpikeGuardCallback(run.checkpoint_dir, cfg.spike_factor, cfg.spike_lr_factor,
                                                   cfg.spike_max_rollbacks, writer))
     return ThetaTrainer(model=run.loaded.model, args=run.training_args, data_collator=run.collator,
+                        compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits_for_metrics,
                         train_dataset=run.trainer_train_dataset, eval_dataset=run.val_dataset,
                         processing_class=run.loaded.tokenizer, callbacks=theta_callbacks + list(callbacks or []),
                         run_info=_run_info(run),

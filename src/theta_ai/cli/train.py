@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
 
         logger = setup_logging()
         cfg = resolve_config(values, preset=preset, config_file=config_file)
+        if cfg.plan:
+            from ..planner import plan_report
+
+            print("\n".join(plan_report(cfg, cfg.gpu_memory)))
+            return 0
         run = prepare_run(cfg)
         if not cfg.dry_run:
             attach_log_file(run.log_dir / "train.log")
