@@ -172,7 +172,8 @@ class SpikeGuardCallback(TrainerCallback):
             self._spike(f"validation loss {loss:.4f} > {self.factor:g} x best {best:.4f}", state, control, **kwargs)
 
     def _spike(self, reason: str, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
-        if self.gave_up or not (self.best_dir / "model.safetensors").is_file():
+        has_best = any((self.best_dir / f).is_file() for f in ("model.safetensors", "adapter_model.safetensors"))
+        if self.gave_up or not has_best:
             if not self.gave_up:
                 logger.warning("spike guard: %s at step %d, but there is no best model yet to roll back to",
                                reason, state.global_step)
@@ -200,8 +201,14 @@ class SpikeGuardCallback(TrainerCallback):
         from safetensors.torch import load_file
 
         device = next(model.parameters()).device
-        weights = load_file(str(self.best_dir / "model.safetensors"), device=str(device))
-        model.load_state_dict(weights, strict=False)  # tied weights (lm_head) are not stored twice
+        adapter = self.best_dir / "adapter_model.safetensors"
+        if adapter.is_file():  # LoRA: only the adapter trained, so only the adapter rolls back
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(model, load_file(str(adapter), device=str(device)))
+        else:
+            weights = load_file(str(self.best_dir / "model.safetensors"), device=str(device))
+            model.load_state_dict(weights, strict=False)  # tied weights (lm_head) are not stored twice
         if optimizer is not None and (self.best_dir / "optimizer.pt").is_file():
             optimizer.load_state_dict(torch.load(self.best_dir / "optimizer.pt", map_location=device, weights_only=True))
         if optimizer is not None:

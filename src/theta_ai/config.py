@@ -70,6 +70,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("model_name", str, "gpt2", "hub id, local model folder, or theta-tiny (offline, built-in)", MODEL),
     Option("trust_remote_code", _bool, False, "allow model code from the model folder/hub (off unless you trust it)", MODEL),
     Option("load_checkpoint", str, None, "start a new fine-tuning run from this checkpoint's weights (fresh optimizer)", MODEL, metavar="PATH"),
+    Option("lora", _bool, False, "train LoRA adapters (peft) instead of all weights; checkpoints then hold the adapter", MODEL),
+    Option("lora_r", int, 8, "LoRA rank", MODEL),
+    Option("lora_alpha", int, 16, "LoRA scaling numerator (the update is scaled by alpha / r)", MODEL),
+    Option("lora_dropout", float, 0.05, "dropout on the LoRA branch", MODEL),
+    Option("lora_target_modules", str, None, "comma-separated module names; default: the architecture's attention and "
+           "MLP projections (GPT-2 c_attn,c_proj,c_fc; Llama q/k/v/o and gate/up/down)", MODEL, metavar="NAMES"),
     # ---- training
     Option("epochs", float, 100.0, "number of training epochs", TRAINING),
     Option("batch_size", int, 4, "per-device batch size", TRAINING),

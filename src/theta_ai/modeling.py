@@ -124,11 +124,26 @@ def set_dropout(model, p: float) -> list[str]:
 
 
 def load_model_and_tokenizer(model_name: str, *, train_texts: Iterable[str] | None = None, seed: int = 42,
-                             trust_remote_code: bool = False, dtype: str | None = None) -> LoadedModel:
-    """Load ``model_name`` (hub id, local folder, or ``theta-tiny``) with a tokenizer that can pad.
+                             trust_remote_code: bool = False, dtype: str | None = None,
+                             adapter: str = "merge") -> LoadedModel:
+    """Load ``model_name`` (hub id, local folder, LoRA adapter folder, or ``theta-tiny``) with a tokenizer that can pad.
 
-    ``train_texts`` is needed only for ``theta-tiny`` (its tokenizer is trained on them).
+    ``train_texts`` is needed only for ``theta-tiny`` (its tokenizer is trained on them). An adapter folder
+    is loaded onto the base model its config names: merged into it (``adapter="merge"``, for evaluation
+    and export) or as a trainable ``PeftModel`` (``adapter="trainable"``, to train the adapter further).
     """
+    from .lora import adapter_base, is_adapter_folder, load_adapter
+
+    if is_adapter_folder(model_name):
+        try:
+            base = load_model_and_tokenizer(adapter_base(model_name), trust_remote_code=trust_remote_code,
+                                            dtype=dtype)
+        except (ValueError, ModelLoadError) as exc:
+            raise ModelLoadError(f"{model_name} is a LoRA adapter whose base model cannot be loaded: {exc}") from None
+        tokenizer = load_tokenizer(model_name, trust_remote_code)
+        peft_model = load_adapter(model_name, base.model, trainable=adapter == "trainable")
+        model = peft_model.merge_and_unload() if adapter == "merge" else peft_model
+        return LoadedModel(model, tokenizer, model_name)
     if model_name == THETA_TINY:
         if train_texts is None:
             raise ModelLoadError("theta-tiny trains its tokenizer on the training data; pass train_texts")

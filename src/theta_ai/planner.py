@@ -276,7 +276,7 @@ class Candidate:
     def flags(self) -> str:
         flags = f"--batch-size {self.batch_size} --grad-accum {self.grad_accum} " + (
             "--gradient-checkpointing" if self.gradient_checkpointing else "--no-gradient-checkpointing")
-        return flags + (f", plus LoRA {self.lora.describe()} (no theta-train flag yet)" if self.lora else "")
+        return flags + (f" --lora --lora-r {self.lora.r}" if self.lora else " --no-lora")
 
 
 @dataclass
@@ -390,11 +390,15 @@ def plan_report(cfg, gpu_memory: str | int | None = None) -> list[str]:
     source = cfg.load_checkpoint or cfg.model_name
     config = model_config(source, trust_remote_code=cfg.trust_remote_code)
     precision = _precision(cfg.precision)
+    lora = None
+    if getattr(cfg, "lora", False):
+        targets = tuple(t.strip() for t in cfg.lora_target_modules.split(",")) if cfg.lora_target_modules else None
+        lora = LoraSpec(r=cfg.lora_r, target_modules=targets or "all-linear")
     current = estimate_memory(config, batch_size=cfg.batch_size, seq_len=cfg.max_seq_length, precision=precision,
-                              gradient_checkpointing=cfg.gradient_checkpointing)
+                              gradient_checkpointing=cfg.gradient_checkpointing, lora=lora)
     verdict = "fits" if current.total <= gpu_bytes else "does NOT fit"
     lines = [f"your settings (batch {cfg.batch_size} x accumulation {cfg.grad_accum}, gradient checkpointing "
-             f"{'on' if cfg.gradient_checkpointing else 'off'}): estimated peak {format_bytes(current.total)}, "
+             f"{'on' if cfg.gradient_checkpointing else 'off'}, LoRA {'r=%d' % cfg.lora_r if lora else 'off'}): estimated peak {format_bytes(current.total)}, "
              f"{verdict} in {format_target(gpu_bytes)}", *current.as_table()]
     result = plan(config, effective_batch=cfg.batch_size * cfg.grad_accum, seq_len=cfg.max_seq_length,
                   gpu_memory_bytes=gpu_bytes, precision=precision, model=source)

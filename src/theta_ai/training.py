@@ -285,18 +285,56 @@ def run_log_dir(cfg: ThetaConfig, resume_from: Path | None) -> Path:
 # ---------------------------------------------------------------------------- prepare / train
 
 
+def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_dir: Path,
+                   resume_from: Path | None, notes: list[str]) -> LoadedModel:
+    """The model to train: fresh, from ``--load-checkpoint``, or from the checkpoint to resume; LoRA-wrapped with ``--lora``.
+
+    A resumed run rebuilds the model from the checkpoint's files (for LoRA: the base the adapter names,
+    freshly wrapped), and Trainer then restores the checkpoint's weights and optimizer into it.
+    """
+    from .lora import adapter_base, is_adapter_folder, save_base_model, wrap_with_lora
+
+    def load(source: str, adapter: str = "merge") -> LoadedModel:
+        texts = training_texts(train_examples) if source == THETA_TINY else None
+        return load_model_and_tokenizer(source, train_texts=texts, seed=cfg.seed,
+                                        trust_remote_code=cfg.trust_remote_code, adapter=adapter)
+
+    targets = [t.strip() for t in cfg.lora_target_modules.split(",")] if cfg.lora_target_modules else None
+    source = str(resume_from) if resume_from else cfg.load_checkpoint or cfg.model_name
+    if resume_from is not None and is_adapter_folder(resume_from):
+        base = adapter_base(resume_from)
+        loaded = load(base)
+        loaded.model = wrap_with_lora(loaded.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets, base)
+    elif cfg.load_checkpoint and is_adapter_folder(cfg.load_checkpoint) and cfg.lora:
+        loaded = load(cfg.load_checkpoint, adapter="trainable")  # keep training the same adapter
+    else:
+        loaded = load(source)
+        if cfg.load_checkpoint and is_adapter_folder(cfg.load_checkpoint):
+            notes.append(f"--load-checkpoint {cfg.load_checkpoint} is a LoRA adapter: it was merged into its base "
+                         "model and all weights train (add --lora to keep training the adapter instead)")
+        if cfg.lora:
+            base = source
+            if source == THETA_TINY:
+                base = str(save_base_model(loaded.model, loaded.tokenizer, checkpoint_dir).resolve())
+            elif Path(source).exists():
+                base = str(Path(source).resolve())
+            loaded.model = wrap_with_lora(loaded.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets, base)
+    if source != cfg.model_name:
+        loaded.source = f"{cfg.model_name if cfg.sources['model_name'] != 'default' else 'model'} from {source}"
+    if cfg.lora:
+        trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in loaded.model.parameters())
+        loaded.source += f" + LoRA r={cfg.lora_r} ({trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train)"
+    return loaded
+
+
 def prepare_run(cfg: ThetaConfig) -> PreparedRun:
     """Load and check data, model and arguments; no training step is taken."""
     notes: list[str] = []
     train_examples, val_examples = load_run_data(cfg, notes)
     checkpoint_dir, resume_from = resolve_checkpoint_dir(cfg, notes)
 
-    model_source = str(resume_from) if resume_from else cfg.load_checkpoint or cfg.model_name
-    loaded = load_model_and_tokenizer(model_source, train_texts=training_texts(train_examples)
-                                      if model_source == THETA_TINY else None,
-                                      seed=cfg.seed, trust_remote_code=cfg.trust_remote_code)
-    if model_source != cfg.model_name:
-        loaded.source = f"{cfg.model_name if cfg.sources['model_name'] != 'default' else 'model'} from {model_source}"
+    loaded = load_run_model(cfg, train_examples, checkpoint_dir, resume_from, notes)
     formatter = ExampleFormatter(loaded.tokenizer, cfg.template, cfg.max_seq_length, cfg.train_on_prompt)
     train_dataset, train_stats = formatter.encode_all(train_examples)
     val_dataset, val_stats = formatter.encode_all(val_examples)

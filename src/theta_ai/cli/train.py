@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"named settings (default: {DEFAULT_PRESET})")
     parser.add_argument("--config", metavar="FILE.yaml", default=argparse.SUPPRESS,
                         help="YAML file of option values (same names as the flags)")
+    export = parser.add_argument_group("export (instead of training)")
+    export.add_argument("--merge-lora", metavar="ADAPTER_DIR", default=argparse.SUPPRESS,
+                        help="merge a LoRA checkpoint into its base model and write a plain transformers model to --output")
+    export.add_argument("--output", metavar="DIR", default=argparse.SUPPRESS, help="where --merge-lora writes the model")
     groups = {name: parser.add_argument_group(title) for name, title in GROUP_TITLES.items()}
     for option in OPTIONS:
         _add_option(groups[option.group], option)
@@ -85,11 +89,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return namespace
 
 
+def merge_command(adapter_dir: str, output: str | None) -> int:
+    from ..config import ConfigError
+    from ..lora import merge_adapter
+
+    if not output:
+        raise ConfigError("--merge-lora needs --output DIR for the merged model")
+    try:
+        path = merge_adapter(adapter_dir, output)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    setup_logging().info("merged %s into its base model: %s (loads with AutoModelForCausalLM.from_pretrained)",
+                         adapter_dir, path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     namespace = parse(argv)
     values = vars(namespace)
     preset = values.pop("preset", None)
     config_file = values.pop("config", None)
+    merge_from, merge_to = values.pop("merge_lora", None), values.pop("output", None)
+    if merge_from is not None:
+        return run_guarded("theta-train", lambda: merge_command(merge_from, merge_to))
 
     def body() -> int:
         from ..config import resolve_config
