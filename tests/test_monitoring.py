@@ -69,11 +69,11 @@ def monitored_run(tmp_path_factory):
             writer, cfg.as_dict(), cfg.grad_log_steps, cfg.histogram_steps, generation_callback=generation)])
     finally:
         writer.close()
-    return result, read_events(result.log_dir)
+    return result, read_events(result.log_dir), cfg
 
 
 def test_trainer_tensorboard_callback_tags(monitored_run):
-    _, acc = monitored_run
+    _, acc, _ = monitored_run
     for tag in TRAINER_SCALARS:
         assert tag in acc.Tags()["scalars"], tag
         assert all(math.isfinite(v) for v in scalars(acc, tag).values()), tag
@@ -83,7 +83,7 @@ def test_trainer_tensorboard_callback_tags(monitored_run):
 
 
 def test_per_group_gradient_norms_every_step(monitored_run):
-    _, acc = monitored_run
+    _, acc, _ = monitored_run
     groups = ("embeddings", "block_0", "block_1", "head")  # theta-tiny: GPT-2, 2 blocks, lm_head tied to wte
     for group in groups:
         norms = scalars(acc, f"grad_norm/{group}")
@@ -101,7 +101,7 @@ def test_per_group_gradient_norms_every_step(monitored_run):
 
 
 def test_histograms_every_second_step(monitored_run):
-    _, acc = monitored_run
+    _, acc, _ = monitored_run
     for kind in ("weights", "gradients"):
         for group in ("embeddings", "block_0", "block_1", "head"):
             events = acc.Histograms(f"{kind}/{group}")
@@ -110,7 +110,7 @@ def test_histograms_every_second_step(monitored_run):
 
 
 def test_throughput_and_memory_at_each_logging_step(monitored_run):
-    _, acc = monitored_run
+    _, acc, _ = monitored_run
     logged = sorted(scalars(acc, "train/loss"))
     for tag in ("throughput/samples_per_second", "throughput/tokens_per_second", "memory/rss_gib"):
         values = scalars(acc, tag)
@@ -123,7 +123,7 @@ def test_throughput_and_memory_at_each_logging_step(monitored_run):
 
 
 def test_config_and_prediction_text(monitored_run):
-    _, acc = monitored_run
+    _, acc, _ = monitored_run
     config = text(acc, "config")
     assert config.startswith("| option | value |")
     assert "| model_name | theta-tiny |" in config and "| grad_log_steps | 1 |" in config
@@ -133,14 +133,15 @@ def test_config_and_prediction_text(monitored_run):
 
 
 def test_hparams_in_the_run_folder(monitored_run):
-    result, acc = monitored_run
+    result, acc, cfg = monitored_run
     assert not [p for p in result.log_dir.iterdir() if p.is_dir()]  # run_name="." : no timestamped sub-run
     session = hparams_session(acc)
     hp = {k: v.number_value or v.string_value or v.bool_value for k, v in session.hparams.items()}
     assert hp["learning_rate"] == pytest.approx(2e-3) and hp["batch_size"] == 8 and hp["grad_accum"] == 1
     assert hp["effective_batch"] == 8 and hp["epochs"] == 2 and hp["max_seq_length"] == 64
     assert hp["model_name"] == "theta-tiny" and hp["lr_scheduler"] == "linear" and hp["preset"]
-    assert "lora" not in hp and "augment" in session.hparams
+    assert "augment" in session.hparams and ("lora" in session.hparams) == ("lora" in cfg.as_dict())
+    assert "lora_r" not in session.hparams  # only with lora on
     eval_loss = scalars(acc, "eval/loss")
     assert scalars(acc, "hparam/eval_loss") == {STEPS: pytest.approx(eval_loss[STEPS])}
     assert scalars(acc, "hparam/best_eval_loss") == {STEPS: pytest.approx(min(eval_loss.values()))}
@@ -247,9 +248,10 @@ def test_nothing_without_a_writer_or_off_the_main_process():
 
 def test_hparams_and_config_table():
     cfg = {"preset": "rtx3060", "learning_rate": 5e-5, "batch_size": 4, "grad_accum": 4, "warmup_ratio": None,
-           "data": ["a.json", "b|c.json"], "augment": False}
+           "data": ["a.json", "b|c.json"], "augment": False, "lora": False, "lora_r": 8}
     hp = run_hparams(cfg, world_size=2)
     assert hp == {"preset": "rtx3060", "learning_rate": 5e-5, "batch_size": 4, "grad_accum": 4,
-                  "effective_batch": 32, "augment": False}
+                  "effective_batch": 32, "augment": False, "lora": False}
+    assert run_hparams(dict(cfg, lora=True))["lora_r"] == 8
     table = config_markdown(cfg)
     assert "| data | a.json, b\\|c.json |" in table and "| warmup_ratio | None |" in table

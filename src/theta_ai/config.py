@@ -85,6 +85,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("weight_decay", float, 0.01, "AdamW weight decay", TRAINING),
     Option("precision", str, "auto", "auto = fp16 on CUDA, fp32 on CPU; bf16 where the card supports it", TRAINING, choices=("auto", "fp16", "bf16", "fp32")),
     Option("gradient_checkpointing", _bool, False, "recompute activations in backward to save memory", TRAINING),
+    Option("auto_batch_size", _bool, False, "on CUDA out of memory, halve --batch-size, double --grad-accum (same "
+           "effective batch) and start again", TRAINING),
     Option("logging_steps", int, 10, "log training loss and learning rate every N optimizer steps", TRAINING),
     Option("seed", int, 42, "random seed (model init, data order, validation split)", TRAINING),
     # ---- enhanced training: augmentation, schedules, regularization, stopping, spike guard

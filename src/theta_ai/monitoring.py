@@ -430,15 +430,20 @@ class PredictionTextCallback(_WriterCallback):
 HPARAM_KEYS = ("learning_rate", "batch_size", "grad_accum", "effective_batch", "epochs", "max_seq_length",
                "weight_decay", "warmup_steps", "warmup_ratio", "lr_scheduler", "model_name", "preset", "augment",
                "lora")
+LORA_KEYS = ("lora_r", "lora_alpha")  # only with lora on
 
 
 def run_hparams(cfg_dict: Mapping[str, Any], world_size: int = 1) -> dict[str, Any]:
-    """The hyperparameters the HParams view compares; keys missing from (or None in) the config are left out."""
+    """The hyperparameters the HParams view compares; keys missing from (or None in) the config are left out.
+
+    ``lora`` is there when the config has the option; ``lora_r`` and ``lora_alpha`` only when it is on.
+    """
     values = dict(cfg_dict)
     if values.get("batch_size") and values.get("grad_accum"):
         values["effective_batch"] = values["batch_size"] * values["grad_accum"] * max(1, world_size)
+    keys = HPARAM_KEYS + (LORA_KEYS if values.get("lora") else ())
     out: dict[str, Any] = {}
-    for key in HPARAM_KEYS:
+    for key in keys:
         value = values.get(key)
         if value is None:
             continue

@@ -468,7 +468,78 @@ def build_trainer(run: PreparedRun, callbacks: list | None = None):
                         keep_checkpoints=run.cfg.save_total_limit)
 
 
+class TrainingOOMError(RuntimeError):
+    """CUDA ran out of memory; the message gives the peak reached and settings that fit."""
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def oom_message(cfg: ThetaConfig) -> str:
+    """What to tell a user whose run ran out of GPU memory: the peak reached and the planner's suggestion."""
+    import torch
+
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+        reached = f"peak allocated {peak:.2f} GiB of {total:.2f} GiB"
+    else:
+        reached = "no CUDA memory statistics on this device"
+    try:
+        from .planner import plan_report
+
+        suggestion = next((line.strip() for line in plan_report(cfg, cfg.gpu_memory) if line.strip().startswith("flags:")),
+                          None)
+    except Exception:  # the planner cannot describe every model; the rest of the advice still holds
+        suggestion = None
+    advice = (f"the planner suggests {suggestion[len('flags: '):]}" if suggestion else
+              "lower --batch-size and raise --grad-accum by the same factor, or --max-seq-length, or add --gradient-checkpointing")
+    return (f"CUDA out of memory at batch {cfg.batch_size} x accumulation {cfg.grad_accum} ({reached}); {advice}; "
+            f"or pass --auto-batch-size to halve the batch automatically (theta-train --plan shows the estimate)")
+
+
 def train(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks: list | None = None) -> TrainResult:
+    """Train a resolved configuration end to end; on CUDA out of memory, stop with advice or (``--auto-batch-size``)
+    halve the per-device batch, double the accumulation (same effective batch) and start again.
+
+    See :func:`train_once` for what one attempt does.
+    """
+    while True:
+        try:
+            return train_once(cfg, prepared, callbacks)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+            if not _is_oom(exc):
+                raise
+            _free_cuda_memory()
+            run_dir = prepared.checkpoint_dir if prepared else Path(cfg.checkpoint_dir)
+            if not cfg.auto_batch_size or cfg.batch_size == 1 or ckpt.latest_checkpoint(run_dir) is not None:
+                if cfg.auto_batch_size and cfg.batch_size > 1:
+                    raise TrainingOOMError(oom_message(cfg) + "; --auto-batch-size does not restart a run that "
+                                           "already wrote checkpoints (their step counts would not match)") from None
+                raise TrainingOOMError(oom_message(cfg)) from None
+            values = dict(cfg.values, batch_size=cfg.batch_size // 2, grad_accum=cfg.grad_accum * 2)
+            logger.warning("CUDA out of memory at batch %d x accumulation %d: --auto-batch-size retries with batch "
+                           "%d x accumulation %d (same effective batch)", cfg.batch_size, cfg.grad_accum,
+                           values["batch_size"], values["grad_accum"])
+            cfg = ThetaConfig(cfg.preset, cfg.config_file, dict(cfg.training_args), values,
+                              dict(cfg.sources, batch_size="--auto-batch-size", grad_accum="--auto-batch-size"))
+            prepared = None
+
+
+def _free_cuda_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def train_once(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks: list | None = None) -> TrainResult:
     """Train a resolved configuration end to end and publish ``theta_final``.
 
     SIGTERM or Ctrl+C stop the run after saving a checkpoint at the current step; the result then has

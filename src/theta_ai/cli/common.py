@@ -52,8 +52,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from ..config import ConfigError
     from ..data import DataError, PackingUnsupportedError, TemplateError
     from ..modeling import ModelLoadError
+    from ..training import TrainingOOMError
 
-    return ConfigError, DataError, ModelLoadError, TemplateError, PackingUnsupportedError, DiskSpaceError
+    return (ConfigError, DataError, ModelLoadError, TemplateError, PackingUnsupportedError, DiskSpaceError,
+            TrainingOOMError)
 
 
 def run_guarded(program: str, body: Callable[[], int]) -> int:

@@ -1,0 +1,82 @@
+"""CUDA out of memory: a clear message with the planner's advice, or --auto-batch-size halving the batch.
+
+The out-of-memory error comes from a test double of the training step (these machines have no GPU);
+everything around it (Trainer, the retry, the planner's numbers from the real model config) is real.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from theta_ai.config import resolve_config
+from theta_ai.trainer import ThetaTrainer
+from theta_ai.training import TrainingOOMError, train
+from theta_fixtures import qa_records, tiny_train_config, write_json
+
+
+@pytest.fixture
+def oom_above_batch_2(monkeypatch):
+    real_step = ThetaTrainer.training_step
+    seen = []
+
+    def step(self, model, inputs, num_items_in_batch=None):
+        seen.append(inputs["input_ids"].shape[0])
+        if inputs["input_ids"].shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test double)")
+        return real_step(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(ThetaTrainer, "training_step", step)
+    return seen
+
+
+def test_auto_batch_size_halves_the_batch_and_keeps_the_effective_batch(tmp_path, oom_above_batch_2, caplog):
+    values = tiny_train_config(tmp_path, batch_size=8, grad_accum=1, epochs=1.0, auto_batch_size=True)
+    result = train(resolve_config(values))
+    retries = [r.message for r in caplog.records if "--auto-batch-size retries" in r.message]
+    assert retries == [
+        "CUDA out of memory at batch 8 x accumulation 1: --auto-batch-size retries with batch 4 x accumulation 2 "
+        "(same effective batch)",
+        "CUDA out of memory at batch 4 x accumulation 2: --auto-batch-size retries with batch 2 x accumulation 4 "
+        "(same effective batch)"]
+    args = torch.load(result.final_dir / "training_args.bin", weights_only=False)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 4)
+    state = json.loads((result.checkpoints[0] / "trainer_state.json").read_text())
+    assert state["global_step"] == 6  # 48 examples / effective batch 8
+
+
+def test_without_auto_batch_size_the_run_stops_with_advice(tmp_path, oom_above_batch_2):
+    values = tiny_train_config(tmp_path, batch_size=8, grad_accum=2, epochs=1.0)
+    with pytest.raises(TrainingOOMError) as err:
+        train(resolve_config(values))
+    message = str(err.value)
+    assert message.startswith("CUDA out of memory at batch 8 x accumulation 2 (no CUDA memory statistics on this device);")
+    assert "the planner suggests --batch-size" in message  # theta-tiny's real config, priced by the planner
+    assert "or pass --auto-batch-size" in message
+    assert not list((tmp_path / "models").glob("theta_checkpoint_*"))
+
+
+def test_cli_prints_one_line_not_a_traceback(tmp_path):
+    write_json(tmp_path / "train.json", qa_records(24))
+    script = tmp_path / "run_with_oom.py"
+    script.write_text(textwrap.dedent("""
+        import sys, torch
+        from theta_ai.trainer import ThetaTrainer
+        def step(self, model, inputs, num_items_in_batch=None):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test double)")
+        ThetaTrainer.training_step = step
+        from theta_ai.cli.train import main
+        sys.exit(main(sys.argv[1:]))
+    """))
+    proc = subprocess.run([sys.executable, str(script), "--data", "train.json", "--model-name", "theta-tiny",
+                           "--epochs", "1", "--max-seq-length", "64"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    errors = [line[line.index("theta-train: error:"):] for line in proc.stderr.splitlines() if "theta-train: error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("theta-train: error: CUDA out of memory at batch 4 x accumulation 4")
+    assert "Traceback" not in proc.stderr
