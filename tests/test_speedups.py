@@ -1,0 +1,62 @@
+"""Speed-ups keep the loss: skipping the LM head where no answer label exists gives the same loss and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
+
+from theta_ai.data import PaddingCollator
+from theta_ai.trainer import ThetaTrainer
+from theta_fixtures import build_tiny_llama
+
+
+def _batch(vocab: int):
+    torch.manual_seed(0)
+    rows = []
+    for prompt, answer in ((9, 5), (14, 3), (6, 11)):  # different prompt lengths, right padding
+        ids = torch.randint(1, vocab, (prompt + answer,)).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return PaddingCollator(pad_token_id=0)(rows)
+
+
+def _loss_and_grads(trainer, model, batch, trim: bool):
+    trainer._logits_to_keep_ok = trim
+    model.zero_grad()
+    n_items = (batch["labels"][:, 1:] != -100).sum()
+    loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=n_items)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_trimmed_head_gives_the_same_loss_and_gradients(tmp_path, arch):
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=300, bos_token_id=0,
+                                           eos_token_id=0, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0))
+    else:
+        from transformers import AutoModelForCausalLM
+
+        folder = build_tiny_llama(tmp_path / "llama", ["some words for the tokenizer to learn"] * 20)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+    model.train()
+    trainer = ThetaTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none"))
+    batch = _batch(model.config.vocab_size)
+    plain_loss, plain_grads = _loss_and_grads(trainer, model, batch, trim=False)
+    trim_loss, trim_grads = _loss_and_grads(trainer, model, batch, trim=True)
+    assert trainer._accepts_logits_to_keep() is True
+    assert torch.allclose(plain_loss, trim_loss, rtol=1e-5, atol=1e-6), (plain_loss, trim_loss)
+    for name, grad in plain_grads.items():
+        assert torch.allclose(grad, trim_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_trim_really_skips_the_leading_prompt_columns(tmp_path):
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, bos_token_id=0, eos_token_id=0))
+    trainer = ThetaTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none"))
+    seen = {}
+    head = model.lm_head
+    handle = head.register_forward_hook(lambda mod, args, out: seen.update(columns=out.shape[1]))
+    batch = _batch(100)  # the shortest prompt is 6 tokens: logit columns 0..4 predict no label
+    trainer.compute_loss(model, dict(batch))
+    handle.remove()
+    assert seen["columns"] == batch["input_ids"].shape[1] - 5
