@@ -311,3 +311,23 @@ def test_unseen_multibyte_characters_are_bytes(qa_tokenizer):
     row = fmt.encode(Example.from_qa("What is TCP?", "日本"))
     assert tok.convert_ids_to_tokens(row["input_ids"][10:]) == ["Ġ", "æ"]  # first byte of 日
     assert row["truncated"] and tok.decode(row["input_ids"]).endswith(" \ufffd")
+
+
+def test_special_token_text_in_user_data_stays_text(qa_tokenizer):
+    """A literal "<|endoftext|>" inside a question or answer must not become a real EOS (qa template)."""
+    fmt = ExampleFormatter(qa_tokenizer, template="qa", max_seq_length=512)
+    row = fmt.encode(Example.from_qa("What does <|endoftext|> mean?", "It ends a text: <|endoftext|> marks it."))
+    eos = qa_tokenizer.eos_token_id
+    assert row["input_ids"].count(eos) == 1 and row["input_ids"][-1] == eos  # only the answer's closing EOS
+    assert "<|endoftext|>" in qa_tokenizer.decode(row["input_ids"][:-1])
+
+
+def test_nothing_left_after_formatting_says_why(tmp_path):
+    from theta_ai.config import ConfigError, resolve_config
+    from theta_ai.training import prepare_run
+    from theta_fixtures import tiny_train_config
+
+    with pytest.raises(ConfigError) as err:
+        prepare_run(resolve_config(tiny_train_config(tmp_path, max_seq_length=8)))
+    assert str(err.value).startswith("no training example is left after formatting: 48 example(s) were left out "
+                                     "because --max-seq-length 8 cut away their whole answer")

@@ -240,6 +240,18 @@ def test_resume_with_the_same_world_size_is_bit_exact(recorder_runs):
     assert file_digest(models / "theta_final") == recorder_runs["final_digest"]
 
 
+def test_resume_with_another_world_size_is_refused(recorder_runs, monkeypatch):
+    """Steps per epoch and shards depend on the process count: one process must not resume a 2-process run."""
+    from theta_ai.config import ConfigError, resolve_config
+    from theta_ai.training import prepare_run
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    values = dict(tiny_values(recorder_runs["tmp"]), resume="auto")
+    with pytest.raises(ConfigError, match=r"2-process run .* 1 process"):
+        prepare_run(resolve_config(values))
+
+
 # ---------------------------------------------------------------------------- the CLI under each launcher
 
 

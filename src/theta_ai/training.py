@@ -341,7 +341,10 @@ def prepare_run(cfg: ThetaConfig) -> PreparedRun:
     notes += [f"training data: {w}" for w in train_stats.warnings(cfg.max_seq_length)]
     notes += [f"validation data: {w}" for w in val_stats.warnings(cfg.max_seq_length)]
     if len(train_dataset) == 0 or len(val_dataset) == 0:
-        raise ConfigError("no example is left after formatting (see the warnings above); raise --max-seq-length")
+        which = "training" if len(train_dataset) == 0 else "validation"
+        stats = train_stats if len(train_dataset) == 0 else val_stats
+        raise ConfigError(f"no {which} example is left after formatting: "
+                          + "; ".join(stats.warnings(cfg.max_seq_length)))
 
     if cfg.dropout is not None:
         changed = set_dropout(loaded.model, cfg.dropout)

@@ -94,19 +94,22 @@ class ExampleFormatter:
         self.train_on_prompt = train_on_prompt
 
     # -- segments ---------------------------------------------------------------------------
-    def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    def _ids(self, text: str, split_special: bool = False) -> list[int]:
+        if not text:
+            return []
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"]
 
     def _qa_segments(self, messages: list[dict[str, str]]) -> list[tuple[list[int], bool]]:
         segments: list[tuple[list[int], bool]] = []
         for message in messages:
             role, content = message["role"], message["content"]
+            # The user's text is text: a literal "<|endoftext|>" in the data must not become a real EOS.
             if role == "system":
-                segments.append((self._ids(f"{content}\n"), False))
+                segments.append((self._ids(f"{content}\n", split_special=True), False))
             elif role == "user":
-                segments.append((self._ids(f"Question: {content}\nAnswer:"), False))
+                segments.append((self._ids(f"Question: {content}\nAnswer:", split_special=True), False))
             else:
-                segments.append((self._ids(f" {content}") + [self.tokenizer.eos_token_id], True))
+                segments.append((self._ids(f" {content}", split_special=True) + [self.tokenizer.eos_token_id], True))
         return segments
 
     def _chat_segments(self, messages: list[dict[str, str]]) -> list[tuple[list[int], bool]]:
