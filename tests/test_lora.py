@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from theta_ai.config import resolve_config
-from theta_ai.lora import DEFAULT_TARGETS, default_target_modules, merge_adapter
+from theta_ai.lora import DEFAULT_TARGETS, default_target_modules
 from theta_ai.modeling import load_model_and_tokenizer
 from theta_ai.training import prepare_run, train
 from theta_fixtures import build_tiny_llama, qa_records, tiny_train_config

@@ -45,34 +45,15 @@ def hparams_session(acc):
 
 @pytest.fixture(scope="module")
 def monitored_run(tmp_path_factory):
-    """A 2-epoch theta-tiny run with grad norms every step and histograms every 2nd step.
-
-    build_trainer does not add the monitoring callbacks itself yet, so the test gives them a writer on the
-    run's own folder (run.log_dir), next to Trainer's TensorBoardCallback: the assertions read that folder,
-    as they will once build_trainer wires them to its one writer (then ``train(cfg, prepared=run)`` alone
-    must pass them; until the extra callbacks are dropped, steps are compared as sets since tags repeat).
-    """
-    from torch.utils.tensorboard import SummaryWriter
-
+    """A 2-epoch theta-tiny run with grad norms every step, histograms every 2nd step and 2 generated answers,
+    through theta-train's own wiring (build_trainer gives the monitoring callbacks its one writer)."""
     from theta_ai import resolve_config
-    from theta_ai.config import OPTION_BY_NAME
-    from theta_ai.eval_callback import GenerationEvalCallback
-    from theta_ai.training import prepare_run, train
+    from theta_ai.training import train
 
     tmp = tmp_path_factory.mktemp("monitoring")
-    values = tiny_train_config(tmp, grad_log_steps=1, histogram_steps=2,
-                               training_args={"include_num_input_tokens_seen": "non_padding"})
-    if "generation_eval" in OPTION_BY_NAME:
-        values["generation_eval"] = 0  # this test's own GenerationEvalCallback answers 2 questions instead
+    values = tiny_train_config(tmp, grad_log_steps=1, histogram_steps=2, generation_eval=2)
     cfg = resolve_config(values)
-    run = prepare_run(cfg)
-    writer = SummaryWriter(log_dir=str(run.log_dir))
-    generation = GenerationEvalCallback(run.val_examples, run.formatter, num_examples=2, max_new_tokens=8)
-    try:
-        result = train(cfg, prepared=run, callbacks=[generation, *monitoring_callbacks(
-            writer, cfg.as_dict(), cfg.grad_log_steps, cfg.histogram_steps, generation_callback=generation)])
-    finally:
-        writer.close()
+    result = train(cfg)
     return result, read_events(result.log_dir), cfg
 
 

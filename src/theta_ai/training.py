@@ -259,6 +259,7 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         remove_unused_columns=False,  # the collator picks its columns; "length" feeds the sampler
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         length_column_name="length",
+        include_num_input_tokens_seen="non_padding",  # real tokens, for throughput/tokens_per_second
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda(),  # pinning only helps (and only works) with a GPU
     )
@@ -445,15 +446,22 @@ def build_trainer(run: PreparedRun, callbacks: list | None = None):
 
         writer = SummaryWriter(log_dir=str(run.log_dir))
     theta_callbacks: list = []
+    generation = None
     if cfg.generation_eval:  # first: it adds eval_rougeL & co. before anything reads the metrics
-        theta_callbacks.append(GenerationEvalCallback(run.val_examples, run.formatter, num_examples=cfg.generation_eval,
-                                                      seed=cfg.seed, batch_size=cfg.batch_size, tb_writer=writer))
+        generation = GenerationEvalCallback(run.val_examples, run.formatter, num_examples=cfg.generation_eval,
+                                            seed=cfg.seed, batch_size=cfg.batch_size, tb_writer=writer)
+        theta_callbacks.append(generation)
     theta_callbacks += [BestModelCallback(run.checkpoint_dir, run.training_args.metric_for_best_model,
                                           with_optimizer=cfg.spike_guard),
                         EpochSummaryCallback(), GracefulStopCallback()]
     if writer is not None:
         from transformers.integrations import TensorBoardCallback
 
+        from .monitoring import monitoring_callbacks
+
+        # before TensorBoardCallback: it closes the writer in on_train_end, and hparams are written in ours
+        theta_callbacks += monitoring_callbacks(writer, cfg.as_dict(), cfg.grad_log_steps, cfg.histogram_steps,
+                                                generation_callback=generation)
         theta_callbacks.append(TensorBoardCallback(tb_writer=writer))
     if run.trainer_train_dataset is not run.train_dataset:
         theta_callbacks.append(EpochAwareDatasetCallback(run.trainer_train_dataset))
