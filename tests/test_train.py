@@ -232,3 +232,15 @@ def test_restart_with_resume_auto_wins_over_load_checkpoint(two_epoch_run, tmp_p
     run = prepare_run(resolve_config(tiny_train_config(tmp_path, load_checkpoint=str(source), resume="auto")))
     assert run.resume_from == own
     assert f"resuming from {own}; --load-checkpoint {source} only applies to a fresh start" in run.notes
+
+
+def test_each_run_gets_its_own_log_folder(tmp_path, monkeypatch):
+    from theta_ai import training
+
+    monkeypatch.setattr(training.time, "strftime", lambda fmt: "20261125-120000")  # two runs in the same second
+    cfg = resolve_config(tiny_train_config(tmp_path))
+    first = training.run_log_dir(cfg, None)
+    first.mkdir(parents=True)
+    second = training.run_log_dir(cfg, None)
+    assert (first.name, second.name) == ("rtx3060-20261125-120000", "rtx3060-20261125-120000-2")
+    assert first.parent == second.parent == tmp_path / "logs"
