@@ -235,12 +235,12 @@ def test_restart_with_resume_auto_wins_over_load_checkpoint(two_epoch_run, tmp_p
 
 
 def test_each_run_gets_its_own_log_folder(tmp_path, monkeypatch):
-    from theta_ai import training
+    from theta_ai import run_setup
 
-    monkeypatch.setattr(training.time, "strftime", lambda fmt: "20261125-120000")  # two runs in the same second
+    monkeypatch.setattr(run_setup.time, "strftime", lambda fmt: "20261125-120000")  # two runs in the same second
     cfg = resolve_config(tiny_train_config(tmp_path))
-    first = training.run_log_dir(cfg, None)
+    first = run_setup.run_log_dir(cfg, None)
     first.mkdir(parents=True)
-    second = training.run_log_dir(cfg, None)
+    second = run_setup.run_log_dir(cfg, None)
     assert (first.name, second.name) == ("rtx3060-20261125-120000", "rtx3060-20261125-120000-2")
     assert first.parent == second.parent == tmp_path / "logs"

@@ -11,23 +11,21 @@ PosixPath('models/quickstart/theta_best')
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import checkpoints as ckpt
+from .arguments import build_training_arguments
 from .config import ConfigError, ThetaConfig
-from .data import (ExampleFormatter, FormatStats, PaddingCollator, check_packing_isolation, find_duplicates,
-                   find_leakage, load_examples, packing_collator, summarize_skipped)
-from .data.formats import Example, load_examples as _load
+from .data import ExampleFormatter, FormatStats, PaddingCollator, check_packing_isolation, packing_collator
+from .data.formats import Example
 from .data.tokenize import IGNORE_INDEX
-from .modeling import THETA_TINY, LoadedModel, load_model_and_tokenizer, set_dropout, training_texts
+from .modeling import LoadedModel, set_dropout
+from .run_setup import (describe_device, examples_to_jsonl, is_main_process, load_run_data, load_run_model,
+                        resolve_checkpoint_dir, run_log_dir, world_size)
 
 logger = logging.getLogger("theta_ai")
 
@@ -92,241 +90,6 @@ class TrainResult:
     checkpoints: list[Path]
     stopped_by: str | None = None  # "SIGTERM" / "SIGINT" when a stop request ended the run early
     last_checkpoint: Path | None = None
-
-
-def describe_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        return f"cuda ({props.name}, {props.total_memory / 2**30:.1f} GiB)"
-    return f"cpu ({os.cpu_count()} cores)"
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-# ---------------------------------------------------------------------------- data
-
-
-def split_validation(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """A seeded split: the same data, fraction and seed always give the same validation set."""
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(examples) * fraction))
-    if len(examples) - n_val < 1:
-        raise ConfigError(f"only {len(examples)} example(s): too few to hold out a validation split; "
-                          "add data or pass --val-data")
-    val_idx = set(order[:n_val])
-    train = [e for i, e in enumerate(examples) if i not in val_idx]
-    val = [e for i, e in enumerate(examples) if i in val_idx]
-    return train, val
-
-
-def load_run_data(cfg: ThetaConfig, notes: list[str]) -> tuple[list[Example], list[Example]]:
-    if not cfg.data:
-        raise ConfigError("no training data: pass --data PATH (a file or folder; see docs/dataset_guide.md) "
-                          "or use --preset cpu-quickstart for the bundled sample data")
-    loaded = load_examples(cfg.data, skip_invalid=cfg.skip_invalid)
-    notes += summarize_skipped(loaded.skipped)
-    if cfg.val_data:
-        val_loaded = _load(cfg.val_data, skip_invalid=cfg.skip_invalid)
-        notes += summarize_skipped(val_loaded.skipped)
-        train, val = loaded.examples, val_loaded.examples
-    else:
-        train, val = split_validation(loaded.examples, cfg.val_split, cfg.seed)
-    notes += find_duplicates(train).lines()
-    notes += find_leakage(train, val).lines()
-    return train, val
-
-
-def examples_to_jsonl(examples: list[Example]) -> str:
-    return "".join(json.dumps({"messages": e.messages, "domain": e.domain}, ensure_ascii=False) + "\n"
-                   for e in examples)
-
-
-# ---------------------------------------------------------------------------- checkpoints
-
-
-def resolve_checkpoint_dir(cfg: ThetaConfig, notes: list[str]) -> tuple[Path, Path | None]:
-    """Pick the checkpoint folder and the checkpoint to resume from (if any), refusing to mix runs."""
-    directory = Path(cfg.checkpoint_dir)
-    chosen_by_user = cfg.sources["checkpoint_dir"] == "command line" or cfg.sources["checkpoint_dir"].startswith("config")
-    if cfg.load_checkpoint and not chosen_by_user:
-        source = Path(cfg.load_checkpoint)
-        if source.resolve().parent == directory.resolve():
-            # The guide's `--load-checkpoint models/theta_checkpoint_epoch_26`: the new run must not mix its
-            # epoch checkpoints with the old run's in models/, so it gets a sub-folder of its own.
-            directory = directory / f"finetune_from_{source.name}"
-            notes.append(f"--load-checkpoint: {source} lies in the checkpoint folder {cfg.checkpoint_dir}/, so this "
-                         f"fine-tuning run writes to {directory}/ (pass --checkpoint-dir to choose)")
-    if is_main_process():
-        notes += ckpt.recover(directory)
-    resume_from = None
-    if cfg.resume == "auto":
-        resume_from = ckpt.latest_checkpoint(directory)
-        if resume_from is None:
-            notes.append(f"--resume auto: no complete checkpoint in {directory}/, starting a fresh run")
-    elif cfg.resume:
-        resume_from = Path(cfg.resume)
-        if not (resume_from / "trainer_state.json").is_file():
-            raise ConfigError(f"--resume {cfg.resume}: not a complete theta-train checkpoint (no trainer_state.json); "
-                              f"use --resume auto or a theta_checkpoint_epoch_N folder")
-    if resume_from is not None and cfg.load_checkpoint:
-        notes.append(f"resuming from {resume_from}; --load-checkpoint {cfg.load_checkpoint} only applies to a fresh start")
-    elif resume_from is None and cfg.resume is None and ckpt.epoch_checkpoints(directory):
-        newest = ckpt.latest_checkpoint(directory)
-        raise ConfigError(f"{directory}/ already holds checkpoints of an earlier run (newest: {newest.name}). "
-                          f"Continue it with --resume auto, or write this run elsewhere with --checkpoint-dir")
-    return directory, resume_from
-
-
-# ---------------------------------------------------------------------------- arguments
-
-
-def resolve_precision(cfg: ThetaConfig, notes: list[str]) -> tuple[bool, bool]:
-    """(fp16, bf16) for this machine; says so when it cannot honour the request."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    want = cfg.precision
-    if want in ("auto", "fp16"):
-        if cuda:
-            return True, False
-        notes.append(f"precision {want}: fp16 mixed precision needs a CUDA GPU; this run uses fp32 on the CPU")
-        return False, False
-    if want == "bf16":
-        if cuda and not torch.cuda.is_bf16_supported():
-            raise ConfigError("--precision bf16: this GPU does not support bf16; use --precision fp16")
-        return False, True
-    return False, False
-
-
-SCHEDULER_TYPES = {"linear": "linear", "cosine": "cosine", "cosine-restarts": "cosine_with_restarts",
-                   "plateau": "reduce_lr_on_plateau", "constant": "constant_with_warmup"}
-
-
-def scheduler_arguments(cfg: ThetaConfig, notes: list[str]) -> dict[str, Any]:
-    """TrainingArguments fields for ``--lr-scheduler`` and warmup: transformers' own schedulers."""
-    kwargs: dict[str, Any] = {"lr_scheduler_type": SCHEDULER_TYPES[cfg.lr_scheduler],
-                              "warmup_steps": cfg.warmup_ratio if cfg.warmup_ratio is not None else cfg.warmup_steps}
-    if cfg.lr_scheduler == "cosine-restarts":
-        kwargs["lr_scheduler_kwargs"] = {"num_cycles": cfg.lr_cycles}
-    elif cfg.lr_scheduler == "plateau":
-        kwargs["lr_scheduler_kwargs"] = {"factor": cfg.lr_factor, "patience": cfg.lr_patience}
-        if kwargs["warmup_steps"]:
-            notes.append("--lr-scheduler plateau has no warmup (torch's ReduceLROnPlateau); warmup is ignored")
-    return kwargs
-
-
-def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list[str]):
-    from transformers import TrainingArguments
-
-    from .config import LOSS_METRICS, metric_key
-
-    fp16, bf16 = resolve_precision(cfg, notes)
-    metric = metric_key(cfg.metric_for_best)
-    kwargs = dict(
-        output_dir=str(checkpoint_dir),
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        label_smoothing_factor=cfg.label_smoothing,
-        neftune_noise_alpha=cfg.neftune_alpha,
-        logging_nan_inf_filter=not cfg.spike_guard,  # the spike guard must see a NaN loss, not a filtered one
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        fp16=fp16,
-        bf16=bf16,
-        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        logging_strategy="steps",
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,
-        metric_for_best_model=metric,
-        greater_is_better=metric not in LOSS_METRICS,
-        save_total_limit=None,  # ThetaTrainer rotates theta_checkpoint_epoch_N itself
-        report_to="none",  # the TensorBoard callback is added explicitly, with theta_ai's run folder
-        remove_unused_columns=False,  # the collator picks its columns; "length" feeds the sampler
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        length_column_name="length",
-        include_num_input_tokens_seen="non_padding",  # real tokens, for throughput/tokens_per_second
-        dataloader_num_workers=0,
-        dataloader_pin_memory=_cuda(),  # pinning only helps (and only works) with a GPU
-    )
-    kwargs.update(scheduler_arguments(cfg, notes))
-    kwargs.update(cfg.training_args)
-    return TrainingArguments(**kwargs)
-
-
-def run_log_dir(cfg: ThetaConfig, resume_from: Path | None) -> Path:
-    """``logs/<preset>-<start time>``; a resumed run continues in the folder recorded with its checkpoint."""
-    if resume_from is not None:
-        previous = ckpt.read_run_info(resume_from).get("log_dir")
-        if previous and Path(previous).is_dir():
-            return Path(previous)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.logdir) / f"{cfg.preset}-{stamp}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
-
-
-# ---------------------------------------------------------------------------- prepare / train
-
-
-def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_dir: Path,
-                   resume_from: Path | None, notes: list[str]) -> LoadedModel:
-    """The model to train: fresh, from ``--load-checkpoint``, or from the checkpoint to resume; LoRA-wrapped with ``--lora``.
-
-    A resumed run rebuilds the model from the checkpoint's files (for LoRA: the base the adapter names,
-    freshly wrapped), and Trainer then restores the checkpoint's weights and optimizer into it.
-    """
-    from .lora import adapter_base, is_adapter_folder, save_base_model, wrap_with_lora
-
-    def load(source: str, adapter: str = "merge") -> LoadedModel:
-        texts = training_texts(train_examples) if source == THETA_TINY else None
-        return load_model_and_tokenizer(source, train_texts=texts, seed=cfg.seed,
-                                        trust_remote_code=cfg.trust_remote_code, adapter=adapter)
-
-    targets = [t.strip() for t in cfg.lora_target_modules.split(",")] if cfg.lora_target_modules else None
-    source = str(resume_from) if resume_from else cfg.load_checkpoint or cfg.model_name
-    if resume_from is not None and is_adapter_folder(resume_from):
-        base = adapter_base(resume_from)
-        loaded = load(base)
-        loaded.model = wrap_with_lora(loaded.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets, base)
-    elif cfg.load_checkpoint and is_adapter_folder(cfg.load_checkpoint) and cfg.lora:
-        loaded = load(cfg.load_checkpoint, adapter="trainable")  # keep training the same adapter
-    else:
-        loaded = load(source)
-        if cfg.load_checkpoint and is_adapter_folder(cfg.load_checkpoint):
-            notes.append(f"--load-checkpoint {cfg.load_checkpoint} is a LoRA adapter: it was merged into its base "
-                         "model and all weights train (add --lora to keep training the adapter instead)")
-        if cfg.lora:
-            base = source
-            if source == THETA_TINY:
-                base = str(save_base_model(loaded.model, loaded.tokenizer, checkpoint_dir).resolve())
-            elif Path(source).exists():
-                base = str(Path(source).resolve())
-            loaded.model = wrap_with_lora(loaded.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets, base)
-    if source != cfg.model_name:
-        loaded.source = f"{cfg.model_name if cfg.sources['model_name'] != 'default' else 'model'} from {source}"
-    if cfg.lora:
-        trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in loaded.model.parameters())
-        loaded.source += f" + LoRA r={cfg.lora_r} ({trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train)"
-    return loaded
 
 
 def prepare_run(cfg: ThetaConfig) -> PreparedRun:
@@ -574,9 +337,3 @@ def train_once(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks:
     return TrainResult(run.checkpoint_dir, best if best.is_dir() else None, final_dir, run.log_dir,
                        dict(output.metrics), [p for _, p in ckpt.epoch_checkpoints(run.checkpoint_dir)],
                        stop.received, ckpt.latest_checkpoint(run.checkpoint_dir))
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
