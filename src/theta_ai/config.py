@@ -187,21 +187,27 @@ def _check_training_args(mapping: dict, origin: str) -> dict:
     return dict(mapping)
 
 
-def read_yaml_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config with ``yaml.safe_load``; returns option values plus ``training_args``."""
+def safe_load_yaml(path: str | Path, missing: str, error: type[ConfigError] = ConfigError) -> Any:
+    """``yaml.safe_load`` of a file; a missing file, bad YAML (with line and column) or bad encoding is ``error``."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"--config {path}: no such file")
+        raise error(missing)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise error(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
+        raise error(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config with ``yaml.safe_load``; returns option values plus ``training_args``."""
+    path = Path(path)
+    data = safe_load_yaml(path, f"--config {path}: no such file")
     if data is None:
         return {}
     if not isinstance(data, dict):

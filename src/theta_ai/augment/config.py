@@ -103,19 +103,10 @@ class AugmentConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "AugmentConfig":
         """Read a YAML file (``yaml.safe_load``) of ``key: value`` lines, optionally under an ``augment:`` key."""
-        import yaml
+        from ..config import safe_load_yaml
 
         path = Path(path)
-        if not path.is_file():
-            raise AugmentConfigError(f"{path}: no such augmentation config file")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise AugmentConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        except UnicodeDecodeError:
-            raise AugmentConfigError(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
+        data = safe_load_yaml(path, f"{path}: no such augmentation config file", AugmentConfigError)
         if data is None:
             return cls()
         if isinstance(data, dict) and list(data) == ["augment"]:

@@ -42,6 +42,18 @@ def attach_log_file(path: Path) -> None:
     logging.getLogger("py.warnings").addHandler(handler)
 
 
+def parse_strictly(parser, argv, program: str):
+    """``parser.parse_known_args``, but an unknown argument is an error naming the closest valid flag (exit 2)."""
+    namespace, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flags = [s for a in parser._actions for s in a.option_strings]
+        first = next((u for u in unknown if u.startswith("-")), unknown[0])
+        parser.print_usage(sys.stderr)
+        print(f"{program}: error: unknown argument {first}{closest_flag(first.split('=')[0], flags)}", file=sys.stderr)
+        raise SystemExit(USAGE_EXIT)
+    return namespace
+
+
 def closest_flag(flag: str, flags) -> str:
     match = difflib.get_close_matches(flag, list(flags), n=1, cutoff=0.5)
     return f"; did you mean {match[0]}?" if match else ""

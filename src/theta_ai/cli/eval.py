@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import USAGE_EXIT, closest_flag, run_guarded, setup_logging
+from .common import parse_strictly, run_guarded, setup_logging
 
 PROG = "theta-eval"
 
@@ -74,15 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = build_parser()
-    namespace, unknown = parser.parse_known_args(argv)
-    if unknown:
-        flags = [s for a in parser._actions for s in a.option_strings]
-        first = next((u for u in unknown if u.startswith("-")), unknown[0])
-        parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: unknown argument {first}{closest_flag(first.split('=')[0], flags)}", file=sys.stderr)
-        raise SystemExit(USAGE_EXIT)
-    return namespace
+    return parse_strictly(build_parser(), argv, PROG)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ import sys
 
 from ..config import OPTIONS, Option, _bool
 from ..presets import DEFAULT_PRESET, PRESETS
-from .common import USAGE_EXIT, attach_log_file, closest_flag, run_guarded, setup_logging
+from .common import attach_log_file, parse_strictly, run_guarded, setup_logging
 
 # Conventional shell codes for "stopped by a signal"; the overnight scripts do not restart on them.
 STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -77,16 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = build_parser()
-    namespace, unknown = parser.parse_known_args(argv)
-    if unknown:
-        flags = [s for a in parser._actions for s in a.option_strings]
-        first = next((u for u in unknown if u.startswith("-")), unknown[0])
-        parser.print_usage(sys.stderr)
-        print(f"theta-train: error: unknown argument {first}{closest_flag(first.split('=')[0], flags)}",
-              file=sys.stderr)
-        raise SystemExit(USAGE_EXIT)
-    return namespace
+    return parse_strictly(build_parser(), argv, "theta-train")
 
 
 def merge_command(adapter_dir: str, output: str | None) -> int:
