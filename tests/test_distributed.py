@@ -58,8 +58,11 @@ def launch(cmd: list[str], cwd: Path, timeout: int = 300) -> subprocess.Complete
                TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
     env.pop("ACCELERATE_USE_CPU", None)  # the runs must work from the launcher's environment alone
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{shlex.join(cmd)} failed ({proc.returncode}):\n{output[-6000:]}"
+    if proc.returncode != 0:
+        output = proc.stdout + proc.stderr
+        first_error = max(0, output.find("Traceback"))  # the failing rank's own traceback, not only the launcher's
+        pytest.fail(f"{shlex.join(cmd)} failed ({proc.returncode}):\n{output[first_error:first_error + 5000]}\n"
+                    f"...\n{output[-2000:]}", pytrace=False)
     return proc
 
 
@@ -106,10 +109,13 @@ def assert_one_checkpoint_set(models: Path, epochs: int = 2) -> None:
         assert state["global_step"] == epoch * STEPS_PER_EPOCH  # steps of the sharded data, not of all of it
 
 
-def assert_single_log_folder(logs: Path) -> None:
+def single_log_folder(logs: Path) -> tuple[Path, set[int]]:
+    """The one run folder under ``logs`` and the process ids that wrote TensorBoard events into it."""
     runs = [p for p in logs.iterdir() if p.is_dir()]
     assert len(runs) == 1, f"one run log folder expected (rank 0 writes logs), found {sorted(p.name for p in runs)}"
-    assert list(runs[0].glob("events.out.tfevents.*")), "rank 0's TensorBoard events are missing"
+    events = list(runs[0].glob("events.out.tfevents.*"))  # events.out.tfevents.<time>.<host>.<pid>.<n>
+    assert events, f"no TensorBoard events in {runs[0]}"
+    return runs[0], {int(p.name.split(".")[-2]) for p in events}
 
 
 def tiny_values(tmp: Path, **overrides) -> dict:
@@ -134,7 +140,8 @@ def _worker(values_file: str, out_dir: str) -> int:
     cfg = resolve_config(json.loads(Path(values_file).read_text()))
     run = prepare_run(cfg)
     index_of = {tuple(row["input_ids"]): i for i, row in enumerate(run.train_dataset)}
-    record: dict = {"rank": rank, "banner": run.banner(), "batches": [], "train_loss": [], "eval": []}
+    record: dict = {"rank": rank, "pid": os.getpid(), "banner": run.banner(), "batches": [], "train_loss": [],
+                    "eval": []}
     collate = run.collator
 
     def recording_collator(features):
@@ -159,6 +166,12 @@ def _worker(values_file: str, out_dir: str) -> int:
     train(cfg, prepared=run, callbacks=[Recorder()])
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(record))
+
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # leave together: no rank exits while another still talks to it
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 
@@ -223,7 +236,9 @@ def test_rank_zero_writes_one_set_of_checkpoints(recorder_runs):
     assert recorder_runs["listing"] == EPOCH_DIRS
     models = recorder_runs["tmp"] / "models"
     assert_one_checkpoint_set(models)  # after the resumed run too
-    assert_single_log_folder(recorder_runs["tmp"] / "logs")
+    # rank 0 of the first run and rank 0 of the resumed run (which continues in the same folder), nobody else
+    _, writers = single_log_folder(recorder_runs["tmp"] / "logs")
+    assert writers == {recorder_runs["fresh"][0]["pid"], recorder_runs["resumed"][0]["pid"]}
     best = json.loads((models / "theta_best" / "theta_best.json").read_text())
     assert best["epoch"] in (1, 2) and best["metric"] == "eval_loss"
 
@@ -259,9 +274,11 @@ def test_torchrun_cli(tmp_path):
     values = tiny_values(tmp_path)
     proc = launch(torchrun("-m", "theta_ai.cli.train", *cli_args(values)), cwd=tmp_path)
     out = output_of(proc)
-    assert f"world size {WORLD}" in out and BANNER_BATCH in out
+    assert f"world size {WORLD}" in out and out.count(BANNER_BATCH) == 1  # printed by rank 0 only
     assert_one_checkpoint_set(tmp_path / "models")
-    assert_single_log_folder(tmp_path / "logs")
+    run_folder, writers = single_log_folder(tmp_path / "logs")
+    assert len(writers) == 1  # one process writes TensorBoard events
+    assert (run_folder / "train.log").read_text().count(BANNER_BATCH) == 1  # and the run log: rank 0
 
 
 def test_legacy_torch_distributed_launch(tmp_path):

@@ -50,6 +50,7 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
     from transformers import TrainingArguments
 
     from .config import LOSS_METRICS, metric_key
+    from .run_setup import world_size
 
     fp16, bf16 = resolve_precision(cfg, notes)
     metric = metric_key(cfg.metric_for_best)
@@ -84,10 +85,17 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         include_num_input_tokens_seen="non_padding",  # real tokens, for throughput/tokens_per_second
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda(),  # pinning only helps (and only works) with a GPU
+        # Without CUDA, accelerate sets up multi-process (gloo) training only when told it is a CPU run;
+        # otherwise each torchrun/accelerate worker trains alone on all the data and saves as if rank 0.
+        use_cpu=world_size() > 1 and not _cuda(),
     )
     kwargs.update(scheduler_arguments(cfg, notes))
     kwargs.update(cfg.training_args)
-    return TrainingArguments(**kwargs)
+    args = TrainingArguments(**kwargs)
+    # With neither fp16 nor bf16, Trainer takes its precision from ACCELERATE_MIXED_PRECISION (an accelerate
+    # config's mixed_precision); theta-train's --precision, shown in the banner, must win.
+    args.mixed_precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "no"
+    return args
 
 
 def _cuda() -> bool:

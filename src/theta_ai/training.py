@@ -97,6 +97,13 @@ def prepare_run(cfg: ThetaConfig) -> PreparedRun:
     notes: list[str] = []
     train_examples, val_examples = load_run_data(cfg, notes)
     checkpoint_dir, resume_from = resolve_checkpoint_dir(cfg, notes)
+    saved_world = ckpt.read_run_info(resume_from).get("world_size") if resume_from is not None else None
+    if saved_world is not None and saved_world != world_size():
+        # Steps per epoch and each rank's shard depend on the process count: Trainer would resume at the wrong
+        # place in the data (a 2-process epoch-1 checkpoint is the middle of epoch 1 for one process).
+        raise ConfigError(f"--resume: {resume_from} was written by a {saved_world}-process run and this run has "
+                          f"{world_size()} process(es); resume with --nproc_per_node/--num_processes {saved_world}, "
+                          f"or start a new run from its weights with --load-checkpoint {resume_from}")
 
     loaded = load_run_model(cfg, train_examples, checkpoint_dir, resume_from, notes)
     formatter = ExampleFormatter(loaded.tokenizer, cfg.template, cfg.max_seq_length, cfg.train_on_prompt)
@@ -182,7 +189,7 @@ def _run_info(run: PreparedRun) -> dict:
             "template": run.formatter.template, "max_seq_length": cfg.max_seq_length,
             "train_on_prompt": cfg.train_on_prompt, "data": cfg.data, "val_data": cfg.val_data,
             "val_split": None if cfg.val_data else cfg.val_split, "seed": cfg.seed, "log_dir": str(run.log_dir),
-            "validation_file": ckpt.VALIDATION_FILE}
+            "validation_file": ckpt.VALIDATION_FILE, "world_size": run.world_size}
 
 
 def _version() -> str:
@@ -324,7 +331,10 @@ def train_once(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks:
     run = prepared or prepare_run(cfg)
     trainer = build_trainer(run, callbacks)
     stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, GracefulStopCallback))
-    output = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    try:
+        output = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    finally:  # Trainer skips on_train_end when training raises: put the previous handlers back regardless
+        stop.on_train_end(trainer.args, trainer.state, trainer.control)
     best = run.checkpoint_dir / ckpt.BEST_DIR
     final_dir = None
     if stop.received is None:

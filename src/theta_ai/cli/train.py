@@ -17,6 +17,7 @@ Only argument parsing lives here; the work is :mod:`theta_ai.training`.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from ..config import OPTIONS, Option, _bool
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--merge-lora", metavar="ADAPTER_DIR", default=argparse.SUPPRESS,
                         help="merge a LoRA checkpoint into its base model and write a plain transformers model to --output")
     export.add_argument("--output", metavar="DIR", default=argparse.SUPPRESS, help="where --merge-lora writes the model")
+    # torch.distributed.launch (without --use-env) appends --local-rank=N; the rank is read from the
+    # environment (RANK, LOCAL_RANK) as under torchrun, so the flag is accepted and ignored.
+    parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
     groups = {name: parser.add_argument_group(title) for name, title in GROUP_TITLES.items()}
     for option in OPTIONS:
         _add_option(groups[option.group], option)
@@ -100,15 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     values = vars(namespace)
     preset = values.pop("preset", None)
     config_file = values.pop("config", None)
+    values.pop("local_rank", None)
     merge_from, merge_to = values.pop("merge_lora", None), values.pop("output", None)
     if merge_from is not None:
         return run_guarded("theta-train", lambda: merge_command(merge_from, merge_to))
 
     def body() -> int:
         from ..config import resolve_config
+        from ..run_setup import is_main_process
         from ..training import dry_run_report, prepare_run, train
 
         logger = setup_logging()
+        if not is_main_process():
+            logger.setLevel(logging.WARNING)  # rank 0 prints the banner and progress lines, once
         cfg = resolve_config(values, preset=preset, config_file=config_file)
         if cfg.plan:
             from ..planner import plan_report
@@ -116,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(plan_report(cfg, cfg.gpu_memory)))
             return 0
         run = prepare_run(cfg)
-        if not cfg.dry_run:
+        if not cfg.dry_run and is_main_process():  # another rank would open a second logs/<run> folder
             attach_log_file(run.log_dir / "train.log")
         for note in run.notes:
             logger.warning(note)
