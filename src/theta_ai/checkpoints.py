@@ -109,30 +109,27 @@ def recover(checkpoint_dir: str | Path) -> list[str]:
     return lines
 
 
-def epoch_checkpoints(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete epoch checkpoints in ``checkpoint_dir``, oldest first."""
+def _complete(checkpoint_dir: str | Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
+    """Folders named by ``pattern`` (its number first) that hold a trainer state, sorted by that number."""
     root = Path(checkpoint_dir)
     if not root.is_dir():
         return []
     found = []
     for entry in root.iterdir():
-        match = _EPOCH_RE.match(entry.name)
+        match = pattern.match(entry.name)
         if match and entry.is_dir() and (entry / "trainer_state.json").is_file():
             found.append((int(match.group(1)), entry))
     return sorted(found)
+
+
+def epoch_checkpoints(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete epoch checkpoints in ``checkpoint_dir``, oldest first."""
+    return _complete(checkpoint_dir, _EPOCH_RE)
 
 
 def step_checkpoints(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
     """Complete mid-epoch checkpoints (written when a run was stopped), by global step."""
-    root = Path(checkpoint_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for entry in root.iterdir():
-        match = _STEP_RE.match(entry.name)
-        if match and entry.is_dir() and (entry / "trainer_state.json").is_file():
-            found.append((int(match.group(1)), entry))
-    return sorted(found)
+    return _complete(checkpoint_dir, _STEP_RE)
 
 
 def global_step_of(checkpoint: Path) -> int:
