@@ -64,6 +64,7 @@ Results go to ``benchmarks/results/train_throughput.json`` (git-ignored) and a m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import os
@@ -565,13 +566,28 @@ def parent(args) -> int:
     recipes = args.recipes
     n_examples = args.examples or (128 if args.quick else None)
     out_path = Path(args.out)
-    with tempfile.TemporaryDirectory(prefix="theta-throughput-") as tmp:
-        tmp = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.keep_dir:  # a kept folder: finished runs are reused when the same command is run again
+            tmp = Path(args.keep_dir)
+            tmp.mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="theta-throughput-")))
         records = extended_records(n_examples)
         data_file = tmp / "train.json"
-        data_file.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
         model_dir = tmp / "model"
-        model_info = build_model_folder(model_dir, args.model_size)
+        meta_file = tmp / "meta.json"
+        meta = {"model_size": args.model_size, "examples": len(records), "seed": SEED, "hparams": HPARAMS}
+        if meta_file.is_file():
+            kept = json.loads(meta_file.read_text())
+            kept_meta = {k: kept.get(k) for k in meta}
+            if kept_meta != json.loads(json.dumps(meta)):
+                raise SystemExit(f"--keep-dir {tmp}: holds runs of other settings ({kept_meta}); use another folder")
+            model_info = kept["model_info"]
+            print(f"reusing the model, data and finished runs in {tmp}", flush=True)
+        else:
+            data_file.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+            model_info = build_model_folder(model_dir, args.model_size)
+            meta_file.write_text(json.dumps({**meta, "model_info": model_info}, indent=2))
         answer_tokens, text_tokens = answer_token_count(records, model_dir)
         machine = machine_description()
         code_start = _code_version()
@@ -586,6 +602,13 @@ def parent(args) -> int:
             for recipe in recipes:
                 workdir = tmp / f"{recipe}-{rep}"
                 json_out = tmp / f"{recipe}-{rep}.json"
+                done_file = tmp / f"{recipe}-{rep}.done.json"
+                if done_file.is_file():  # finished in an earlier invocation with --keep-dir
+                    result = json.loads(done_file.read_text())
+                    runs[recipe].append(result)
+                    print(f"[{rep + 1}/{args.repeats}] {recipe:<13} epoch {result.get('epoch_s', float('nan')):.1f} s "
+                          f"(kept from an earlier invocation)", flush=True)
+                    continue
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", recipe, "--json-out", str(json_out),
                        "--model-dir", str(model_dir), "--data-file", str(data_file), "--workdir", str(workdir)]
                 loads = [os.getloadavg()[0]]
@@ -605,6 +628,9 @@ def parent(args) -> int:
                 # 1-minute load average sampled while the worker ran: the worker alone makes ~1 per thread
                 # it keeps busy; more means other processes shared the CPU during the measurement.
                 result["loadavg_1m"] = loads
+                result["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+                if result.get("ok"):
+                    done_file.write_text(json.dumps(result, indent=2, default=str))
                 runs[recipe].append(result)
                 status = (f"epoch {result['epoch_s']:.1f} s, {result['optimizer_steps']} steps" if result.get("ok")
                           else f"FAILED: {result.get('error')}")
@@ -640,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=int, default=None, help="use the first N examples of the extended set")
     p.add_argument("--quick", action="store_true", help="128 examples: a smoke test")
     p.add_argument("--out", default=str(RESULTS), help="JSON results file")
+    p.add_argument("--keep-dir", help="keep the model, data and each finished run in this folder; running the same "
+                                      "command again skips the finished runs (for machines where runs get killed)")
     # worker mode (internal)
     p.add_argument("--worker", choices=RECIPES, help=argparse.SUPPRESS)
     p.add_argument("--json-out", help=argparse.SUPPRESS)
