@@ -4,7 +4,7 @@
 
 Both runs use the same seed, data, model, epochs and learning rate (the cpu-quickstart preset);
 each best checkpoint is then evaluated with theta-eval's library on the paraphrased validation file
-(examples/data/theta_sample_val.json, questions reworded from the training set). Prints validation
+(sample:theta_sample_val.json, questions reworded from the training set). Prints validation
 losses and ROUGE-L side by side, and writes benchmarks/results/augmentation_effect.json.
 """
 
@@ -27,8 +27,7 @@ def run(augment: bool, epochs: float, seed: int, workdir: Path) -> dict:
 
     values = {"epochs": epochs, "seed": seed, "augment": augment, "checkpoint_dir": str(workdir / "models"),
               "logdir": str(workdir / "logs"), "generation_eval": 0,
-              "data": [str(ROOT / "examples/data/theta_sample_train.json")],
-              "val_data": [str(ROOT / "examples/data/theta_sample_val.json")]}
+              "data": ["sample:theta_sample_train.json"], "val_data": ["sample:theta_sample_val.json"]}
     start = time.perf_counter()
     result = train(resolve_config(values, preset="cpu-quickstart"))
     seconds = time.perf_counter() - start

@@ -53,10 +53,11 @@ What is measured
   thread count; bf16-free). Parameters are counted once (the LM head is tied to the embedding), the
   attention score FLOPs are ignored, and padding positions count as wasted work, not as tokens.
 
-Data: the 336 records of ``examples/data/theta_sample_train.json`` three times over (1,008 examples,
-the real length distribution), except that in the third copy every 4th record's answer is followed by
-the next record's answer ("\\n\\n"-joined): 84 longer examples, a tail up to ~350 tokens like real
-data has. Then a seeded shuffle; ``--examples N`` (and ``--quick``: 128) takes the first N.
+Data: the 336 records of the shipped sample data ``theta_sample_train.json`` (see
+``theta_ai.sample_data``) three times over (1,008 examples, the real length distribution), except
+that in the third copy every 4th record's answer is followed by the next record's answer
+("\\n\\n"-joined): 84 longer examples, a tail up to ~350 tokens like real data has.
+Then a seeded shuffle; ``--examples N`` (and ``--quick``: 128) takes the first N.
 
 Results go to ``benchmarks/results/train_throughput.json`` (git-ignored) and a markdown table on stdout.
 """
@@ -78,9 +79,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from theta_ai.sample_data import sample_path
+
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_FILE = ROOT / "examples" / "data" / "theta_sample_train.json"
-VAL_FILE = ROOT / "examples" / "data" / "theta_sample_val.json"
+TRAIN_FILE = sample_path("theta_sample_train.json")
+VAL_FILE = sample_path("theta_sample_val.json")
 TOKENIZER_DIR = Path("/work/shared/tokenizers/gpt2")
 RESULTS = ROOT / "benchmarks" / "results" / "train_throughput.json"
 RECIPES = ("pad512", "dynamic", "grouped", "theta", "theta-packed")
@@ -642,7 +645,7 @@ def parent(args) -> int:
     table = markdown_table(summaries)
     report = {"machine": machine, "matmul_peak_flops": peak, "matmul_peak_runs": peaks, "model": model_info,
               "data": {"examples": len(records), "tokens": text_tokens, "answer_tokens": answer_tokens,
-                       "source": str(TRAIN_FILE.relative_to(ROOT)), "quick": args.quick},
+                       "source": f"sample:{TRAIN_FILE.name}", "quick": args.quick},
               "code": {"start": code_start, "end": _code_version()},
               "hparams": HPARAMS, "seed": SEED, "repeats": args.repeats, "order": "interleaved",
               "summaries": summaries, "runs": runs, "table": table}

@@ -1,4 +1,4 @@
-"""theta_ai as a library, cell by cell (run from the repository root: python examples/notebook_example.py).
+"""theta_ai as a library, cell by cell (runs from any folder: python examples/notebook_example.py).
 
 Each block below is a notebook cell; together they do what `theta-train --preset cpu-quickstart --epochs 3`
 does, with a look at the data and the label mask on the way.
@@ -6,12 +6,14 @@ does, with a look at the data and the label mask on the way.
 
 # %% Load and check the data
 from theta_ai import ExampleFormatter, find_duplicates, load_examples, resolve_config
+from theta_ai.sample_data import sample_path  # the sample data ships inside the package
 
-train_data = load_examples(["examples/data/theta_sample_train.json"])
+train_data = load_examples([str(sample_path("theta_sample_train.json"))])
 print(len(train_data.examples), "examples; first question:", train_data.examples[0].question)
 print(find_duplicates(train_data.examples).lines() or "no duplicate questions")
 
-# %% Resolve a configuration: the preset, then your overrides (the same as flags)
+# %% Resolve a configuration: the preset, then your overrides (the same as flags); the preset's data are
+# sample:theta_sample_train.json / sample:theta_sample_val.json, which resolve_config turns into real paths
 cfg = resolve_config({"epochs": 3, "checkpoint_dir": "models/notebook"}, preset="cpu-quickstart")
 
 # %% Prepare the run: model, tokenizer, datasets, TrainingArguments; nothing is trained yet

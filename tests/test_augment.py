@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,8 +14,9 @@ from theta_ai.augment import (
 )
 from theta_ai.config import ConfigError
 from theta_ai.data.formats import Example
+from theta_ai.sample_data import sample_path
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "theta_sample_train.json"
+SAMPLE = sample_path("theta_sample_train.json")
 ALL_ON = {name: 1.0 for name in AugmentConfig.keys() if name != "answer_side"}
 
 

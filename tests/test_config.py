@@ -9,6 +9,7 @@ import pytest
 
 from theta_ai.config import OPTIONS, ConfigError, options_table_markdown, read_yaml_config, resolve_config
 from theta_ai.presets import PRESETS
+from theta_ai.sample_data import sample_path
 
 
 def test_rtx3060_preset_is_the_guides_recipe():
@@ -30,8 +31,8 @@ def test_enhanced_preset_adds_the_enhanced_switches_only():
 def test_cpu_quickstart_uses_theta_tiny_and_bundled_data():
     cfg = resolve_config(preset="cpu-quickstart")
     assert cfg.model_name == "theta-tiny"
-    assert cfg.data == ["examples/data/theta_sample_train.json"]
-    assert cfg.val_data == ["examples/data/theta_sample_val.json"]
+    assert cfg.data == [str(sample_path("theta_sample_train.json"))]  # preset: sample:theta_sample_train.json
+    assert cfg.val_data == [str(sample_path("theta_sample_val.json"))]
     assert cfg.sources["model_name"] == "preset cpu-quickstart"
 
 

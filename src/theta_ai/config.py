@@ -257,6 +257,11 @@ def resolve_config(cli_values: dict[str, Any] | None = None, preset: str | None 
                 raise ConfigError(f"{origin}: unknown option {key!r}{closest(key, OPTION_BY_NAME)}")
             cfg.values[key] = _coerce(OPTION_BY_NAME[key], value, origin)
             cfg.sources[key] = origin
+    from .sample_data import resolve_sample_paths  # sample:NAME -> the sample data shipped inside the package
+
+    for name in ("data", "val_data"):
+        origin = f"{OPTION_BY_NAME[name].cli_flag} (from {cfg.sources[name]})"
+        cfg.values[name] = resolve_sample_paths(cfg.values[name], origin)
     _check_values(cfg)
     return cfg
 

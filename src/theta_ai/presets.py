@@ -30,8 +30,10 @@ PRESETS: dict[str, dict] = {
     # A laptop-CPU run on the bundled sample data that finishes in a few minutes.
     "cpu-quickstart": {
         "model_name": "theta-tiny",  # built in, offline, ~0.8M parameters: trains in minutes on 2 cores
-        "data": ["examples/data/theta_sample_train.json"],
-        "val_data": ["examples/data/theta_sample_val.json"],
+        # sample:NAME = the sample data shipped inside the package (theta_ai.sample_data), so the preset
+        # works from any folder and from an installed wheel, not only from the source checkout
+        "data": ["sample:theta_sample_train.json"],
+        "val_data": ["sample:theta_sample_val.json"],
         "epochs": 20.0,  # the validation loss falls from ~6.6 to ~4.6 on the sample data (about a minute on 2 cores)
         "batch_size": 8,  # small sequences (~70 tokens): a bigger batch keeps the CPU busy
         "grad_accum": 1,  # ~40 optimizer steps per epoch on the sample data, not 10
