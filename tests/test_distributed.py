@@ -7,12 +7,15 @@ What a two-process run must do (docs/multi_gpu.md):
 * the ranks agree: the same logged training loss, the same (gathered) validation metrics, bit-identical weights;
 * one set of checkpoints, written by rank 0 only, holding one RNG state per rank;
 * the banner shows the effective batch: 4 per device x 1 accumulation x 2 processes = 8;
-* ``--resume auto`` with the same world size finishes with the weights of the uninterrupted run.
+* ``--resume auto`` with the same world size finishes with the weights of the uninterrupted run, from an
+  epoch checkpoint and from a stop request's mid-epoch ``theta_checkpoint_step_S`` (the length-grouped
+  order of the resumed epoch, not epoch 0's, with the right batches skipped).
 
 The recorder runs are this file run as a script by torchrun (``python -m torch.distributed.run
---nproc_per_node 2 tests/test_distributed.py VALUES.json OUT_DIR``): it calls theta_ai's library
-(``prepare_run`` + ``train``) with a TrainerCallback that writes, per rank, the training examples the
-rank's batches held, the logged and evaluated losses and a digest of the final weights.
+--nproc_per_node 2 tests/test_distributed.py VALUES.json OUT_DIR [SIGTERM_STEP]``): it calls theta_ai's
+library (``prepare_run`` + ``train``) with a TrainerCallback that writes, per rank, the training examples the
+rank's batches held, the logged and evaluated losses and a digest of the final weights. With SIGTERM_STEP,
+rank 0 sends itself SIGTERM at the end of that optimizer step (a stop request, as from a scheduler).
 """
 
 from __future__ import annotations
@@ -129,8 +132,10 @@ def tiny_values(tmp: Path, **overrides) -> dict:
 # ---------------------------------------------------------------------------- the recorder (worker side)
 
 
-def _worker(values_file: str, out_dir: str) -> int:
+def _worker(values_file: str, out_dir: str, sigterm_step: str = "") -> int:
     """Run by torchrun on every rank: theta_ai's training with a recording collator and callback."""
+    import signal
+
     from transformers import TrainerCallback
 
     from theta_ai.config import resolve_config
@@ -151,6 +156,10 @@ def _worker(values_file: str, out_dir: str) -> int:
         return collate(features)
 
     class Recorder(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if rank == 0 and sigterm_step and state.global_step == int(sigterm_step):
+                os.kill(os.getpid(), signal.SIGTERM)  # GracefulStopCallback shares it with rank 1 next step
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 record["train_loss"].append([state.global_step, logs["loss"]])
@@ -179,10 +188,11 @@ def recorded(out_dir: Path) -> list[dict]:
     return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 
-def run_recorder(tmp: Path, values: dict, out_dir: Path) -> list[dict]:
+def run_recorder(tmp: Path, values: dict, out_dir: Path, sigterm_step: int | None = None) -> list[dict]:
     values_file = tmp / f"{out_dir.name}.json"
     values_file.write_text(json.dumps(values))
-    launch(torchrun(str(Path(__file__).resolve()), str(values_file), str(out_dir)), cwd=tmp)
+    extra = [] if sigterm_step is None else [str(sigterm_step)]
+    launch(torchrun(str(Path(__file__).resolve()), str(values_file), str(out_dir), *extra), cwd=tmp)
     return recorded(out_dir)
 
 
@@ -253,6 +263,86 @@ def test_resume_with_the_same_world_size_is_bit_exact(recorder_runs):
         assert after["digest"] == before["digest"]
     models = recorder_runs["tmp"] / "models"
     assert file_digest(models / "theta_final") == recorder_runs["final_digest"]
+
+
+def test_stop_mid_epoch_then_resume_replays_the_length_grouped_order_exactly(recorder_runs, tmp_path):
+    """SIGTERM on rank 0 in the middle of the second epoch -> theta_checkpoint_step_9 -> ``resume="auto"``.
+
+    Trainer resumes mid-epoch through accelerate's ``skip_first_batches``, which puts the length-grouped
+    sampler under SkipBatchSampler -> BatchSamplerShard -> BatchSampler: it must still draw the second
+    epoch's order (seed + 1), not the first epoch's, or the wrong batches are skipped and replayed.
+    """
+    fresh = recorder_runs["fresh"]  # the uninterrupted run, same settings (length grouping, the default)
+    stop_at = STEPS_PER_EPOCH + 3  # SIGTERM after step 8; the stop is shared, and saved, at step 9
+    replayed = slice(stop_at, 2 * STEPS_PER_EPOCH)  # the second epoch's batches after the resume point
+    same_place_first_epoch = slice(stop_at - STEPS_PER_EPOCH, STEPS_PER_EPOCH)
+    for rec in fresh:  # the two epochs' orders differ where the resume lands, so a wrong epoch seed shows
+        assert rec["batches"][replayed] != rec["batches"][same_place_first_epoch]
+
+    values = tiny_values(tmp_path)
+    stopped = run_recorder(tmp_path, values, tmp_path / "record_stopped", sigterm_step=stop_at - 1)
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["theta_best", "theta_checkpoint_epoch_1",
+                                                         f"theta_checkpoint_step_{stop_at}"]
+    for before, rec in zip(fresh, stopped):
+        assert rec["global_step"] == stop_at  # both ranks stopped at the same step
+        assert rec["batches"][:stop_at] == before["batches"][:stop_at]
+
+    resumed = run_recorder(tmp_path, dict(values, resume="auto"), tmp_path / "record_resumed")
+    for rank, (before, after) in enumerate(zip(fresh, resumed)):
+        assert after["batches"] == before["batches"][replayed], (
+            f"rank {rank}: resumed with {after['batches']}, the uninterrupted run's second epoch after step "
+            f"{stop_at} is {before['batches'][replayed]} (its first epoch at the same place: "
+            f"{before['batches'][same_place_first_epoch]})")
+        assert after["global_step"] == before["global_step"]
+        assert after["eval"] == before["eval"][1:]
+        assert after["digest"] == before["digest"]
+    assert sorted(p.name for p in models.iterdir()) == EPOCH_DIRS  # the step checkpoint was superseded
+    assert file_digest(models / "theta_final") == recorder_runs["final_digest"]
+
+
+def test_sampler_gets_its_epoch_under_accelerates_mid_epoch_resume_wrappers():
+    """In-process and fast: the sampler chain of a 2-process mid-epoch resume, and what reaches the sampler.
+
+    ``skip_first_batches`` of a 2-process ``DataLoaderShard`` puts the sampler under SkipBatchSampler ->
+    BatchSamplerShard -> BatchSampler, where the loader's ``set_epoch`` does not arrive (accelerate 1.15.0);
+    theta_ai's SamplerEpochCallback gives it the epoch from ``state.epoch`` at ``on_epoch_begin``.
+    """
+    from accelerate.data_loader import BatchSamplerShard, SkipBatchSampler, prepare_data_loader, skip_first_batches
+    from torch.utils.data import DataLoader
+    from transformers import TrainerControl, TrainerState
+
+    from theta_ai.trainer import SamplerEpochCallback, SeededLengthGroupedSampler
+
+    sampler = SeededLengthGroupedSampler(4, lengths=[10 + (i * 7) % 13 for i in range(N_RECORDS)], seed=42)
+    shard = prepare_data_loader(DataLoader(list(range(N_RECORDS)), batch_size=4, sampler=sampler),
+                                num_processes=WORLD, process_index=0, put_on_device=False)
+
+    def epoch_batches(loader, epoch):
+        loader.set_epoch(epoch)  # what Trainer calls on the (possibly skipping) loader of each epoch
+        return [batch.tolist() for batch in loader]
+
+    first, second = epoch_batches(shard, 0), epoch_batches(shard, 1)
+    assert second[3:] != first[3:]
+    sampler.set_epoch(0)  # a fresh process: the sampler starts at epoch 0
+    resumed = skip_first_batches(shard, 3)
+    assert isinstance(resumed.batch_sampler, SkipBatchSampler)
+    assert isinstance(resumed.batch_sampler.batch_sampler, BatchSamplerShard)
+    state = TrainerState()
+    state.epoch = 1.5  # restored from theta_checkpoint_step_9: half of the second epoch
+    SamplerEpochCallback(sampler).on_epoch_begin(None, state, TrainerControl())
+    assert epoch_batches(resumed, 1) == second[3:]
+
+
+def test_the_private_trainer_method_theta_overrides_keeps_its_signature():
+    """ThetaTrainer._get_train_sampler overrides a private Trainer method (transformers 5.24.0): fail if it moves."""
+    import inspect
+
+    from transformers import Trainer
+
+    params = list(inspect.signature(Trainer._get_train_sampler).parameters)
+    assert params == ["self", "train_dataset"], f"Trainer._get_train_sampler is now {params}: see theta_ai/trainer.py"
+    assert "sampler_fn=self._get_train_sampler" in inspect.getsource(Trainer.get_train_dataloader)
 
 
 def test_resume_with_another_world_size_is_refused(recorder_runs, monkeypatch):

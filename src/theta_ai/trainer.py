@@ -19,7 +19,7 @@ import inspect
 from pathlib import Path
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from . import checkpoints as ckpt
@@ -31,7 +31,8 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
     Trainer's own instance draws from the global torch RNG, so after a mid-epoch resume (where the
     RNG is restored to the moment of the save, not to the start of the epoch) it would replay a
     different order. Seeding per epoch makes the order a pure function of (seed, epoch), like
-    accelerate's seedable random sampler in the ungrouped case.
+    accelerate's seedable random sampler in the ungrouped case. The epoch comes from Trainer's
+    ``set_epoch`` calls and, where those do not reach the sampler, from :class:`SamplerEpochCallback`.
     """
 
     def __init__(self, *args, seed: int = 0, **kwargs):
@@ -41,6 +42,32 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.generator = torch.Generator().manual_seed(self.seed + int(epoch))
+
+
+class SamplerEpochCallback(TrainerCallback):
+    """Gives a :class:`SeededLengthGroupedSampler` its epoch at every epoch start, from ``state.epoch``.
+
+    Why (checked against transformers 5.24.0 and accelerate 1.15.0): on a mid-epoch resume
+    ``Trainer._run_epoch`` swaps the epoch's dataloader for accelerate's ``skip_first_batches(dataloader, n)``
+    and then calls ``set_epoch(epoch)`` on that. In a multi-process run the new ``DataLoaderShard`` holds the
+    sampler three levels down, ``SkipBatchSampler`` -> ``BatchSamplerShard`` -> torch ``BatchSampler`` ->
+    sampler; ``DataLoaderShard.set_epoch`` looks at most at ``batch_sampler.batch_sampler.sampler`` (here the
+    ``BatchSamplerShard``'s, which has none), Trainer's own extra reach stops at
+    ``batch_sampler.batch_sampler`` (the ``BatchSamplerShard``, no ``set_epoch``) and neither accelerate
+    wrapper forwards it, so the resumed epoch drew epoch 0's order and skipped the wrong batches. (With one
+    process there is no ``BatchSamplerShard`` and accelerate does reach it.) ``on_epoch_begin`` comes just
+    before, with ``state.epoch`` restored from the checkpoint (e.g. 1.5 during the second epoch): its whole
+    part is Trainer's epoch index, the same number Trainer passes to ``set_epoch`` where that does arrive.
+    Public callback API only; no private Trainer method is touched for this.
+    """
+
+    def __init__(self, sampler: SeededLengthGroupedSampler):
+        self.sampler = sampler
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # mid-epoch values are at least 1/steps_in_epoch away from the next whole number; the epsilon only
+        # guards an exact epoch end against rounding
+        self.sampler.set_epoch(int((state.epoch or 0) + 1e-9))
 
 
 class ThetaTrainer(Trainer):
@@ -82,12 +109,20 @@ class ThetaTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = getattr(dataset, "lengths", None)  # an on-the-fly (augmented) dataset knows its lengths
         if lengths is not None and self.args.train_sampling_strategy == "group_by_length":
-            return SeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                              lengths=list(lengths), seed=self.args.data_seed or self.args.seed)
-        sampler = super()._get_train_sampler(train_dataset)
-        if type(sampler) is LengthGroupedSampler:
-            sampler = SeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths,
-                                                 seed=self.args.data_seed or self.args.seed)
+            sampler = SeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                                 lengths=list(lengths), seed=self.args.data_seed or self.args.seed)
+        else:
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                sampler = SeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths,
+                                                     seed=self.args.data_seed or self.args.seed)
+        # (_get_train_sampler is a private Trainer method, overridden here since before this callback; its
+        # signature is pinned by tests/test_distributed.py.) Trainer builds the train dataloader, and so this
+        # sampler, at the start of each training loop, before on_train_begin: the callback that feeds the
+        # sampler its epoch is (re)registered here, one per trainer.
+        self.pop_callback(SamplerEpochCallback)
+        if isinstance(sampler, SeededLengthGroupedSampler):
+            self.add_callback(SamplerEpochCallback(sampler))
         return sampler
 
     def write_run_files(self, folder: Path) -> None:
