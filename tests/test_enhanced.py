@@ -228,6 +228,34 @@ def test_spike_guard_stops_after_max_rollbacks_with_best_intact(tmp_path, caplog
     assert [e.value for e in events.Scalars("theta/rollbacks")] == [1.0, 2.0]
 
 
+def _saved_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """A model folder's tensors, whether one model.safetensors or several shards."""
+    return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+def test_spike_guard_rolls_back_to_a_sharded_best(tmp_path, caplog, monkeypatch):
+    # A big model's save_pretrained writes shards (model-0000k-of-0000n.safetensors + an index); theta-tiny
+    # (about 5 MB) does the same with a 1 MB shard size, so every checkpoint and theta_best are sharded.
+    from functools import partialmethod
+
+    from transformers import PreTrainedModel
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained",
+                        partialmethod(PreTrainedModel.save_pretrained, max_shard_size="1MB"))
+    result = _spike_run(tmp_path, spike_max_rollbacks=1)
+    assert not (result.best_dir / "model.safetensors").exists()
+    assert len(list(result.best_dir.glob("model-*-of-*.safetensors"))) >= 3
+    assert (result.best_dir / "model.safetensors.index.json").is_file()
+    messages = [r.message for r in caplog.records if "spike guard:" in r.message]
+    assert len(messages) == 1 and "rolled back to the best model for the 1. time and stopped" in messages[0]
+    assert json.loads((result.best_dir / "theta_best.json").read_text())["epoch"] == 1
+    best = _saved_tensors(result.best_dir)
+    assert all(torch.isfinite(t).all() for t in best.values())
+    # the model after the rollback (saved as theta_final) is exactly theta_best, not the diverged weights
+    final = _saved_tensors(result.final_dir)
+    assert sorted(final) == sorted(best) and all(torch.equal(final[k], best[k]) for k in best)
+
+
 # ---------------------------------------------------------------------------- the enhanced preset
 
 

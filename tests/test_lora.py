@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def test_lora_checkpoints_hold_the_adapter_and_the_base(lora_run):
     for folder in (models / "theta_checkpoint_epoch_1", models / "theta_best", models / "theta_final"):
         assert (folder / "adapter_model.safetensors").is_file() and not (folder / "model.safetensors").exists()
         config = json.loads((folder / "adapter_config.json").read_text())
-        assert config["base_model_name_or_path"] == str((models / "theta_base").resolve())
+        assert config["base_model_name_or_path"] == "../theta_base"  # relative: models/ can move
         assert sorted(config["target_modules"]) == sorted(DEFAULT_TARGETS["gpt2"]) and config["r"] == 8
     assert (models / "theta_base" / "model.safetensors").is_file()
     assert not same_adapter(models / "theta_checkpoint_epoch_1", models / "theta_checkpoint_epoch_2")
@@ -60,7 +61,8 @@ def test_lora_resume_matches_an_uninterrupted_run(lora_run, tmp_path):
     tmp, full = lora_run
     part = tmp_path / "models"
     part.mkdir()
-    shutil.copytree(tmp / "models" / "theta_checkpoint_epoch_1", part / "theta_checkpoint_epoch_1")
+    for name in ("theta_base", "theta_checkpoint_epoch_1"):
+        shutil.copytree(tmp / "models" / name, part / name)
     resumed = train(resolve_config(tiny_train_config(tmp_path, lora=True, learning_rate=1e-2, resume="auto")))
     assert same_adapter(resumed.final_dir, full.final_dir)
 
@@ -118,3 +120,170 @@ def test_llama_default_targets(tmp_path):
     model_dir = build_tiny_llama(tmp_path / "llama", [r["question"] for r in qa_records(20)] * 3)
     loaded = load_model_and_tokenizer(str(model_dir))
     assert default_target_modules(loaded.model) == list(DEFAULT_TARGETS["llama"])
+
+
+# ---------------------------------------------------------------------------- issue 13: resume, portable base, dry run
+
+SAVED_LORA = "r=8, alpha=16, dropout=0.05, target modules c_attn,c_fc,c_proj"
+
+
+@pytest.mark.parametrize("flags, ignored", [
+    ({"lora_alpha": 32}, "--lora-alpha 32"),
+    ({"lora_dropout": 0.2}, "--lora-dropout 0.2"),
+    ({"lora_r": 4}, "--lora-r 4"),
+    ({"lora_target_modules": "c_attn"}, "--lora-target-modules c_attn"),
+])
+def test_lora_resume_keeps_the_saved_adapter_configuration(lora_run, tmp_path, flags, ignored):
+    tmp, full = lora_run
+    part = tmp_path / "models"
+    part.mkdir()
+    for name in ("theta_base", "theta_checkpoint_epoch_1"):
+        shutil.copytree(tmp / "models" / name, part / name)
+    cfg = resolve_config(tiny_train_config(tmp_path, lora=True, learning_rate=1e-2, resume="auto", **flags))
+    run = prepare_run(cfg)
+    assert (f"--resume: the checkpoint's LoRA adapter was trained with {SAVED_LORA}; it resumes with those "
+            f"(ignored: {ignored})") in run.notes
+    assert "LoRA r=8 " in run.loaded.source
+    resumed = train(cfg, prepared=run)
+    saved = json.loads((resumed.final_dir / "adapter_config.json").read_text())
+    expected = json.loads((full.final_dir / "adapter_config.json").read_text())
+    for key in ("r", "lora_alpha", "lora_dropout", "base_model_name_or_path"):
+        assert saved[key] == expected[key], key
+    assert sorted(saved["target_modules"]) == sorted(expected["target_modules"])
+    assert same_adapter(resumed.final_dir, full.final_dir)
+
+
+def test_lora_resume_with_the_same_flags_adds_no_note(lora_run, tmp_path):
+    tmp, _ = lora_run
+    part = tmp_path / "models"
+    part.mkdir()
+    for name in ("theta_base", "theta_checkpoint_epoch_1"):
+        shutil.copytree(tmp / "models" / name, part / name)
+    run = prepare_run(resolve_config(tiny_train_config(tmp_path, lora=True, resume="auto",
+                                                       lora_target_modules="c_fc, c_attn,c_proj")))
+    assert not [n for n in run.notes if "LoRA adapter" in n]
+
+
+def test_load_checkpoint_adapter_notes_the_ignored_flags(lora_run, tmp_path):
+    tmp, _ = lora_run
+    source = tmp / "models" / "theta_checkpoint_epoch_1"
+    run = prepare_run(resolve_config(tiny_train_config(tmp_path, lora=True, load_checkpoint=str(source),
+                                                       lora_alpha=64, lora_dropout=0.0)))
+    assert (f"--load-checkpoint: the LoRA adapter in {source} was trained with {SAVED_LORA}; training continues "
+            f"with those (ignored: --lora-alpha 64, --lora-dropout 0)") in run.notes
+    config = run.loaded.model.peft_config["default"]
+    assert (config.r, config.lora_alpha, config.lora_dropout) == (8, 16, 0.05)
+
+
+def test_load_checkpoint_adapter_in_the_same_folder_keeps_a_loadable_base(lora_run, tmp_path):
+    """The continued adapter's checkpoints lie one folder deeper (finetune_from_...): their base reference follows."""
+    tmp, _ = lora_run
+    for name in ("theta_base", "theta_final"):
+        shutil.copytree(tmp / "models" / name, tmp_path / "models" / name)
+    values = tiny_train_config(tmp_path, lora=True, epochs=1.0,
+                               load_checkpoint=str(tmp_path / "models" / "theta_final"))
+    del values["checkpoint_dir"]  # chosen by the run: models/finetune_from_theta_final/
+    final = tmp_path / _train_in(tmp_path, values).final_dir  # relative to tmp_path, like models/
+    assert final.parent == tmp_path / "models" / "finetune_from_theta_final"
+    config = json.loads((final / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "../../theta_base"
+    loaded = load_model_and_tokenizer(str(final))
+    assert type(loaded.model).__name__ == "GPT2LMHeadModel"
+
+
+def _train_in(tmp_path: Path, values: dict):
+    """Train with ``values`` from inside ``tmp_path`` (the default --checkpoint-dir is models/, relative)."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        return train(resolve_config(values))
+    finally:
+        os.chdir(cwd)
+
+
+def test_lora_checkpoints_survive_moving_the_models_folder(tmp_path):
+    result = train(resolve_config(tiny_train_config(tmp_path / "a", lora=True, epochs=1.0)))
+    moved = tmp_path / "elsewhere" / "moved_models"
+    moved.parent.mkdir()
+    shutil.move(str(result.checkpoint_dir), str(moved))
+    config = json.loads((moved / "theta_best" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "../theta_base"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([str(Path(sys.executable).parent / "theta-eval"), "--model-path", str(moved / "theta_best"),
+                           "--max-new-tokens", "8", "--output", str(tmp_path / "eval")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "eval" / "eval_results.json").read_text())["num_examples"] == 8
+
+    from theta_ai.lora import merge_adapter
+
+    merged = merge_adapter(moved / "theta_best", tmp_path / "merged")
+    assert (merged / "model.safetensors").is_file()
+
+
+def _old_checkpoint(lora_run, tmp_path: Path, base: str) -> Path:
+    """A copy of the run's models/ whose theta_best names its base as earlier versions did: an absolute path."""
+    tmp, _ = lora_run
+    models = tmp_path / "models"
+    for name in ("theta_base", "theta_best"):
+        shutil.copytree(tmp / "models" / name, models / name)
+    config_file = models / "theta_best" / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = base
+    config_file.write_text(json.dumps(config))
+    return models / "theta_best"
+
+
+def test_old_absolute_base_path_still_loads(lora_run, tmp_path):
+    from theta_ai.lora import adapter_base
+
+    folder = _old_checkpoint(lora_run, tmp_path, str((tmp_path / "models" / "theta_base").resolve()))
+    assert adapter_base(folder) == str((tmp_path / "models" / "theta_base").resolve())
+    assert type(load_model_and_tokenizer(str(folder)).model).__name__ == "GPT2LMHeadModel"
+
+
+def test_old_absolute_base_path_falls_back_to_the_sibling_theta_base(lora_run, tmp_path, caplog):
+    from theta_ai.lora import adapter_base, merge_adapter
+
+    gone = tmp_path / "old_disk" / "models" / "theta_base"
+    folder = _old_checkpoint(lora_run, tmp_path, str(gone))
+    with caplog.at_level("INFO", logger="theta_ai"):
+        assert adapter_base(folder) == str((tmp_path / "models" / "theta_base").resolve())
+    assert [r.getMessage() for r in caplog.records if "theta_base" in r.getMessage()] == [
+        f"{folder}: its base model {gone} does not exist; using {tmp_path / 'models' / 'theta_base'} "
+        f"next to it instead"]
+    assert (merge_adapter(folder, tmp_path / "merged") / "model.safetensors").is_file()
+
+
+def test_missing_adapter_base_is_one_clear_error(lora_run, tmp_path):
+    from theta_ai.modeling import ModelLoadError
+
+    gone = tmp_path / "old_disk" / "models" / "theta_base"
+    folder = _old_checkpoint(lora_run, tmp_path, str(gone))
+    shutil.rmtree(tmp_path / "models" / "theta_base")
+    with pytest.raises(ModelLoadError) as error:
+        load_model_and_tokenizer(str(folder))
+    assert str(error.value) == (
+        f"{folder} is a LoRA adapter whose base model {gone} does not exist (nor a theta_base folder next to "
+        f"{folder}); copy the base model to {tmp_path / 'models' / 'theta_base'}, or set base_model_name_or_path "
+        f"in {folder / 'adapter_config.json'} to the base model's folder or hub id")
+    proc = subprocess.run([sys.executable, "-m", "theta_ai.cli.train", "--merge-lora", str(folder),
+                           "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip() == f"theta-train: error: {error.value}"
+
+
+def test_user_base_folder_and_hub_id_stay_as_given(tmp_path):
+    from theta_ai.lora import base_reference
+
+    own = build_tiny_llama(tmp_path / "llama", [r["question"] for r in qa_records(20)] * 3)
+    run = prepare_run(resolve_config(tiny_train_config(tmp_path, lora=True, model_name=str(own))))
+    assert run.loaded.model.peft_config["default"].base_model_name_or_path == str(own.resolve())
+    assert base_reference("Qwen/Qwen2.5-0.5B", tmp_path / "models") == "Qwen/Qwen2.5-0.5B"
+    assert base_reference(str(tmp_path / "models" / "theta_base"), tmp_path / "models") == "../theta_base"
+
+
+def test_lora_dry_run_writes_nothing(tmp_path):
+    run = prepare_run(resolve_config(tiny_train_config(tmp_path, lora=True, dry_run=True)))
+    assert "LoRA r=8" in run.loaded.source
+    models = tmp_path / "models"
+    assert not models.exists() or not any(models.iterdir())

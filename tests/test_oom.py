@@ -80,3 +80,34 @@ def test_cli_prints_one_line_not_a_traceback(tmp_path):
     errors = [line[line.index("theta-train: error:"):] for line in proc.stderr.splitlines() if "theta-train: error:" in line]
     assert len(errors) == 1 and errors[0].startswith("theta-train: error: CUDA out of memory at batch 4 x accumulation 4")
     assert "Traceback" not in proc.stderr
+
+
+def test_the_retry_starts_after_the_failed_attempt_let_go_of_its_model(tmp_path, oom_above_batch_2):
+    """The CLI holds the prepared run while train() retries; the first attempt's model and optimizer must
+    still be freed before the retry starts, or it starts with less memory than it thinks."""
+    import gc
+    import weakref
+
+    from transformers import TrainerCallback
+
+    from theta_ai.training import prepare_run
+
+    class SeeWhatIsAlive(TrainerCallback):
+        def __init__(self):
+            self.models, self.optimizers, self.alive_at_start = [], [], []
+
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            gc.collect()
+            self.alive_at_start.append([ref() is not None for ref in self.models + self.optimizers])
+            self.models.append(weakref.ref(model))
+
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            if len(self.optimizers) < len(self.models):
+                self.optimizers.append(weakref.ref(optimizer))
+
+    seen = SeeWhatIsAlive()
+    cfg = resolve_config(tiny_train_config(tmp_path, batch_size=4, grad_accum=1, epochs=1.0, auto_batch_size=True))
+    run = prepare_run(cfg)  # held here for the whole call, as cli/train.py holds it
+    train(cfg, prepared=run, callbacks=[seen])
+    assert seen.alive_at_start == [[], [False, False]]  # attempt 2 began with attempt 1's model and optimizer gone
+    assert run.loaded.model is None

@@ -149,14 +149,18 @@ def test_save_total_limit_keeps_the_best(tmp_path):
 
 def test_crash_leftovers_are_cleaned_and_an_interrupted_best_restored(tmp_path):
     models = tmp_path / "models"
-    (models / "checkpoint-12").mkdir(parents=True)  # Trainer staging folder from a crash mid-save
+    (models / "checkpoint-12").mkdir(parents=True)  # ThetaTrainer's staging folder from a crash mid-save
+    (models / "checkpoint-12" / ".theta_staging").write_text("")
     (models / "theta_final.incomplete").mkdir()
     (models / "theta_best.old").mkdir()  # crash between the two renames of a best-model swap
     (models / "theta_best.old" / "theta_best.json").write_text("{}")
-    run = prepare_run(resolve_config(tiny_train_config(tmp_path)))
+    run = prepare_run(resolve_config(tiny_train_config(tmp_path, resume="auto")))
+    run.close()
     assert sorted(p.name for p in models.iterdir()) == ["theta_best"]
-    assert any("removed incomplete checkpoint" in n and "checkpoint-12" in n for n in run.notes)
-    assert any("restored" in n and "theta_best" in n for n in run.notes)
+    assert [n for n in run.notes if "checkpoint-12" in n or "theta_best" in n or "theta_final" in n] == [
+        f"removed incomplete checkpoint {models / 'checkpoint-12'} (a crash interrupted its save)",
+        f"restored {models / 'theta_best'} from theta_best.old (a crash interrupted its replacement)",
+        f"removed incomplete checkpoint {models / 'theta_final.incomplete'} (a crash interrupted its save)"]
 
 
 def test_packing_trains_one_epoch(tmp_path):

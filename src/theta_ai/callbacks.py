@@ -13,7 +13,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .checkpoints import BEST_DIR, checkpoint_name, publish_best
+from .checkpoints import (BEST_DIR, checkpoint_name, epoch_checkpoints, global_step_of, publish_best,
+                          read_best_info)
 
 logger = logging.getLogger("theta_ai")
 
@@ -30,6 +31,7 @@ class BestModelCallback(TrainerCallback):
         self.metric = metric
         self.with_optimizer = with_optimizer
         self.last_metrics: dict = {}
+        self._checked = False
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         self.last_metrics = dict(metrics or {})
@@ -39,11 +41,38 @@ class BestModelCallback(TrainerCallback):
             return
         epoch = round(state.epoch)
         checkpoint = self.checkpoint_dir / checkpoint_name(state.epoch, state.global_step)
-        info = {"epoch": epoch, "global_step": state.global_step, "metric": self.metric,
-                "value": state.best_metric, "checkpoint": checkpoint.name, "metrics": self.last_metrics}
-        publish_best(checkpoint, self.checkpoint_dir / BEST_DIR, info, self.with_optimizer)
+        self._publish(checkpoint, state, dict(self.last_metrics))
         logger.info("new best model: epoch %d, %s %.4f -> %s", epoch, self.metric, state.best_metric,
                     self.checkpoint_dir / BEST_DIR)
+
+    def _publish(self, checkpoint: Path, state, metrics: dict) -> None:
+        info = {"epoch": round(state.epoch), "global_step": state.best_global_step, "metric": self.metric,
+                "value": state.best_metric, "checkpoint": checkpoint.name, "metrics": metrics}
+        publish_best(checkpoint, self.checkpoint_dir / BEST_DIR, info, self.with_optimizer)
+
+    def _repair(self, state) -> None:
+        """A crash between an epoch checkpoint and its theta_best swap left theta_best one best behind:
+        the resumed state (restored before the first epoch begins) names the best step, so publish it now."""
+        if not state.is_world_process_zero or not state.best_global_step:
+            return
+        if read_best_info(self.checkpoint_dir).get("global_step") == state.best_global_step:
+            return
+        for _, checkpoint in epoch_checkpoints(self.checkpoint_dir):
+            if global_step_of(checkpoint) == state.best_global_step:
+                metrics = next((dict(h) for h in reversed(state.log_history)
+                                if h.get("step") == state.best_global_step and "eval_loss" in h), {})
+                self._publish(checkpoint, state, metrics)
+                logger.warning("theta_best did not hold the best model (step %d; a crash interrupted its update): "
+                               "republished it from %s", state.best_global_step, checkpoint.name)
+                return
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if not self._checked:
+            self._checked = True
+            self._repair(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._repair(state)  # a resumed run with no epoch left to train never begins an epoch
 
 
 class EpochSummaryCallback(TrainerCallback):
@@ -172,7 +201,9 @@ class SpikeGuardCallback(TrainerCallback):
             self._spike(f"validation loss {loss:.4f} > {self.factor:g} x best {best:.4f}", state, control, **kwargs)
 
     def _spike(self, reason: str, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
-        has_best = any((self.best_dir / f).is_file() for f in ("model.safetensors", "adapter_model.safetensors"))
+        from .weights import has_saved_weights
+
+        has_best = has_saved_weights(self.best_dir)  # one file, shards + index, or a LoRA adapter
         if self.gave_up or not has_best:
             if not self.gave_up:
                 logger.warning("spike guard: %s at step %d, but there is no best model yet to roll back to",
@@ -200,15 +231,16 @@ class SpikeGuardCallback(TrainerCallback):
         import torch
         from safetensors.torch import load_file
 
+        from .weights import ADAPTER_FILE, load_saved_weights
+
         device = next(model.parameters()).device
-        adapter = self.best_dir / "adapter_model.safetensors"
+        adapter = self.best_dir / ADAPTER_FILE
         if adapter.is_file():  # LoRA: only the adapter trained, so only the adapter rolls back
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(model, load_file(str(adapter), device=str(device)))
-        else:
-            weights = load_file(str(self.best_dir / "model.safetensors"), device=str(device))
-            model.load_state_dict(weights, strict=False)  # tied weights (lm_head) are not stored twice
+        else:  # one file or every shard; any key mismatch (tied lm_head aside) raises WeightLoadError
+            load_saved_weights(model, self.best_dir)
         if optimizer is not None and (self.best_dir / "optimizer.pt").is_file():
             optimizer.load_state_dict(torch.load(self.best_dir / "optimizer.pt", map_location=device, weights_only=True))
         if optimizer is not None:

@@ -10,7 +10,10 @@ Layout of a checkpoint folder (``--checkpoint-dir``, default ``models/``)::
 
 A folder is written under a temporary name, every file is fsynced, and only then is it renamed
 to its final name: a crash during a save never leaves a folder that *looks* complete. Temporary
-folders left by a crash are removed, with a log line, when the next run starts.
+folders left by a crash are removed, with a log line, when the next run starts -- only names that
+theta_ai itself writes (``theta_*.incomplete``, ``theta_*.old`` and Trainer staging folders
+``checkpoint-N`` that carry theta_ai's :data:`STAGING_MARKER`); a plain Trainer run's ``checkpoint-N``
+folders and anything else in the folder are never touched.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ import logging
 import os
 import re
 import shutil
+import struct
+import zipfile
 from pathlib import Path
+
+from .disk import DiskSpaceError, ensure_free_space, folder_size, is_disk_full  # noqa: F401 (re-exported)
 
 logger = logging.getLogger("theta_ai")
 
@@ -34,11 +41,18 @@ VALIDATION_FILE = "theta_validation.jsonl"
 STAGING_SUFFIX = ".incomplete"
 _EPOCH_RE = re.compile(rf"^{EPOCH_PREFIX}(\d+)$")
 _STEP_RE = re.compile(rf"^{STEP_PREFIX}(\d+)$")
+BASE_DIR = "theta_base"  # the saved base model of a theta-tiny LoRA run
 # Trainer's own staging name (it writes checkpoint-<step>; ThetaTrainer renames it when complete).
+# ThetaTrainer creates the folder with this marker file *before* Trainer writes into it, so recovery
+# can tell its own interrupted saves from another tool's checkpoint-N folders.
 _TRAINER_STAGING_RE = re.compile(r"^checkpoint-\d+$")
-MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "adapter_config.json",
-               "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-               "chat_template.jinja", "vocab.json", "merges.txt", RUN_INFO, VALIDATION_FILE)
+STAGING_MARKER = ".theta_staging"
+# Names theta_ai publishes; only these may have a ``.old`` / ``.incomplete`` twin that recovery handles.
+_OWN_NAME_RE = re.compile(rf"^({EPOCH_PREFIX}\d+|{STEP_PREFIX}\d+|{BEST_DIR}|{FINAL_DIR}|{BASE_DIR})$")
+# Training state that only resuming needs: never copied into theta_best / theta_final.
+TRAINING_STATE_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin",
+                        STAGING_MARKER)
+_TRAINING_STATE_RE = re.compile(r"^rng_state(_\d+)?\.pth$")
 
 
 def epoch_dir_name(epoch: int) -> str:
@@ -86,40 +100,66 @@ def publish(staging: Path, final: Path) -> Path:
     return final
 
 
-def recover(checkpoint_dir: str | Path) -> list[str]:
-    """Undo what a crash mid-save left behind; returns one log line per action."""
+def recover(checkpoint_dir: str | Path, dry_run: bool = False) -> list[str]:
+    """Undo what a crash mid-save left behind; returns one log line per action.
+
+    Only names theta_ai writes are touched (see the module docstring). With ``dry_run`` nothing is
+    changed and the lines say what a real run would do.
+    """
     root = Path(checkpoint_dir)
     if not root.is_dir():
         return []
     lines = []
+    removed = "would remove" if dry_run else "removed"
     for entry in sorted(root.iterdir()):
         if not entry.is_dir():
             continue
-        if entry.name.endswith(".old"):
-            target = entry.with_name(entry.name[: -len(".old")])
+        name = entry.name
+        if name.endswith(".old") and _OWN_NAME_RE.match(name[: -len(".old")]):
+            target = entry.with_name(name[: -len(".old")])
             if not target.exists():
-                os.replace(entry, target)
-                lines.append(f"restored {target} from {entry.name} (a crash interrupted its replacement)")
+                if not dry_run:
+                    os.replace(entry, target)
+                lines.append(f"{'would restore' if dry_run else 'restored'} {target} from {name} "
+                             "(a crash interrupted its replacement)")
             else:
+                if not dry_run:
+                    shutil.rmtree(entry)
+                lines.append(f"{removed} {entry} (left over from an interrupted replacement)")
+        elif ((name.endswith(STAGING_SUFFIX) and _OWN_NAME_RE.match(name[: -len(STAGING_SUFFIX)]))
+              or (_TRAINER_STAGING_RE.match(name) and (entry / STAGING_MARKER).is_file())):
+            if not dry_run:
                 shutil.rmtree(entry)
-                lines.append(f"removed {entry} (left over from an interrupted replacement)")
-        elif entry.name.endswith(STAGING_SUFFIX) or _TRAINER_STAGING_RE.match(entry.name):
-            shutil.rmtree(entry)
-            lines.append(f"removed incomplete checkpoint {entry} (a crash interrupted its save)")
+            lines.append(f"{removed} incomplete checkpoint {entry} (a crash interrupted its save)")
     return lines
 
 
-def _complete(checkpoint_dir: str | Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
-    """Folders named by ``pattern`` (its number first) that hold a trainer state, sorted by that number."""
+def mark_staging(staging: Path) -> None:
+    """Create Trainer's staging folder with theta_ai's marker before anything is written into it."""
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / STAGING_MARKER).write_text("written by theta_ai; removed when the save completes\n")
+
+
+def unmark(folder: Path) -> None:
+    (folder / STAGING_MARKER).unlink(missing_ok=True)
+
+
+def _named(checkpoint_dir: str | Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
+    """Folders named by ``pattern`` (its number first), sorted by that number, complete or not."""
     root = Path(checkpoint_dir)
     if not root.is_dir():
         return []
     found = []
     for entry in root.iterdir():
         match = pattern.match(entry.name)
-        if match and entry.is_dir() and (entry / "trainer_state.json").is_file():
+        if match and entry.is_dir():
             found.append((int(match.group(1)), entry))
     return sorted(found)
+
+
+def _complete(checkpoint_dir: str | Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
+    """Named folders that pass :func:`checkpoint_problem`, sorted by their number."""
+    return [(n, p) for n, p in _named(checkpoint_dir, pattern) if checkpoint_problem(p) is None]
 
 
 def epoch_checkpoints(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
@@ -142,6 +182,105 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     return max(candidates, key=global_step_of, default=None)
 
 
+def resume_point(checkpoint_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The checkpoint ``--resume auto`` continues from, and one line per newer checkpoint that is damaged.
+
+    A damaged folder (truncated weights, missing or unreadable trainer state, ...) is left on disk
+    untouched; the next save of the same name replaces it.
+    """
+    newest = latest_checkpoint(checkpoint_dir)
+    newest_step = global_step_of(newest) if newest is not None else -1
+    notes = []
+    for _, folder in _named(checkpoint_dir, _EPOCH_RE) + _named(checkpoint_dir, _STEP_RE):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            continue
+        try:
+            step = global_step_of(folder)
+        except (OSError, ValueError):
+            step = None
+        if step is None or step > newest_step:
+            notes.append(f"--resume auto: {folder} is damaged ({problem}); "
+                         + (f"resuming from {newest.name}, the newest complete checkpoint" if newest
+                            else "no complete checkpoint is left, starting a fresh run"))
+    return newest, notes
+
+
+def own_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
+    """Every checkpoint-like folder theta_ai writes (epoch, mid-epoch, best, final), complete or not."""
+    root = Path(checkpoint_dir)
+    found = [p for _, p in _named(root, _EPOCH_RE) + _named(root, _STEP_RE)]
+    found += [root / name for name in (BEST_DIR, FINAL_DIR) if (root / name).is_dir()]
+    return found
+
+
+# ---------------------------------------------------------------------------- is a folder complete?
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be resumed from, or None when it is a complete Trainer checkpoint.
+
+    Checks what a crash or a full disk damages: the trainer state parses, the weights (single file,
+    shards or adapter) are whole safetensors files, and the optimizer and scheduler state are whole
+    ``torch.save`` archives. Cheap: headers and sizes only, nothing is loaded.
+    """
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json"
+    try:
+        json.loads(state.read_text())
+    except (ValueError, OSError) as exc:
+        return f"trainer_state.json unreadable: {exc}"
+    weights = weight_files(folder)
+    if not weights:
+        return "no model.safetensors or adapter_model.safetensors"
+    for path in weights:
+        problem = safetensors_problem(path)
+        if problem:
+            return f"{path.name} {problem}"
+    for name in ("optimizer.pt", "scheduler.pt"):
+        path = folder / name
+        if not path.is_file():
+            return f"no {name}"
+        if not zipfile.is_zipfile(path):
+            return f"{name} is truncated or not a torch.save archive"
+    return None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files holding a folder's weights: adapter, single file, or every shard of the index."""
+    for single in ("adapter_model.safetensors", "model.safetensors"):
+        if (folder / single).is_file():
+            return [folder / single]
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, OSError):
+            return [index]  # reported as damaged below (not a safetensors file)
+        return [folder / shard for shard in shards]
+    return []
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """None when ``path`` is a whole safetensors file (header parses, size matches the header)."""
+    if not path.is_file():
+        return "is missing"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            (header_len,) = struct.unpack("<Q", fh.read(8))
+            if header_len > size - 8:
+                return f"is truncated ({size} bytes, header alone claims {header_len})"
+            header = json.loads(fh.read(header_len))
+    except (struct.error, ValueError, OSError) as exc:
+        return f"has an unreadable header ({exc})"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if size != 8 + header_len + end:
+        return f"is truncated ({size} bytes of {8 + header_len + end})"
+    return None
+
+
 def checkpoint_name(epoch: float, global_step: int) -> str:
     """``theta_checkpoint_epoch_N`` at the end of epoch N, ``theta_checkpoint_step_S`` in the middle of one."""
     if abs(epoch - round(epoch)) < 1e-6:
@@ -150,35 +289,18 @@ def checkpoint_name(epoch: float, global_step: int) -> str:
 
 
 def remove_superseded_step_checkpoints(checkpoint_dir: str | Path, global_step: int) -> list[Path]:
-    """Mid-epoch checkpoints only matter until a later epoch checkpoint exists."""
-    removed = [p for step, p in step_checkpoints(checkpoint_dir) if step < global_step]
+    """Mid-epoch checkpoints (damaged ones too) only matter until a later epoch checkpoint exists."""
+    removed = [p for step, p in _named(checkpoint_dir, _STEP_RE) if step < global_step]
     for path in removed:
         shutil.rmtree(path)
     return removed
 
 
-def folder_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-class DiskSpaceError(RuntimeError):
-    """Not enough free disk space for the next checkpoint; nothing was written."""
-
-
-def ensure_free_space(checkpoint_dir: str | Path, needed: int) -> None:
-    """Raise :class:`DiskSpaceError` when ``checkpoint_dir`` has less than ``needed`` bytes free."""
-    root = Path(checkpoint_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(root).free
-    if free < needed:
-        raise DiskSpaceError(
-            f"only {free / 2**20:.0f} MiB free in {root}/, but the next checkpoint needs about {needed / 2**20:.0f} MiB; "
-            "training stopped before writing it, and the earlier checkpoints are intact. Free some space (or use "
-            "--save-total-limit N), then continue with --resume auto")
-
-
 def rotate(checkpoint_dir: str | Path, keep: int | None) -> list[Path]:
-    """Delete all but the newest ``keep`` epoch checkpoints (theta_best/theta_final are separate folders)."""
+    """Delete all but the newest ``keep`` epoch checkpoints (theta_best/theta_final are separate folders).
+
+    ``keep`` None or 0 keeps every epoch checkpoint (``--save-total-limit all``).
+    """
     if not keep:
         return []
     found = epoch_checkpoints(checkpoint_dir)
@@ -188,16 +310,38 @@ def rotate(checkpoint_dir: str | Path, keep: int | None) -> list[Path]:
     return removed
 
 
-def copy_model_files(source: Path, staging: Path) -> None:
-    """Copy the files needed to load the model (not optimizer/RNG state) into ``staging``."""
+def is_training_state(name: str) -> bool:
+    return name in TRAINING_STATE_FILES or bool(_TRAINING_STATE_RE.match(name))
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target`` where the file system allows (no bytes written), else copy it.
+
+    Safe because no file of a published checkpoint is ever rewritten in place: every save writes a
+    new folder, and replacing a folder renames it.
+    """
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def copy_model_files(source: Path, staging: Path, keep: tuple[str, ...] = ()) -> None:
+    """Put every file of the model folder ``source`` except its training state into ``staging``.
+
+    Everything a model folder may need to load comes along (``tokenizer.model``, ``added_tokens.json``,
+    the ``*.py`` of ``--trust-remote-code`` models, shards and their index, theta_ai's run files); only
+    optimizer, scheduler, scaler, RNG and trainer state stay behind, except the names in ``keep``.
+    Files are hard-linked where possible: publishing a 1 GB model every epoch costs no copy.
+    """
     staging.mkdir(parents=True)
-    for name in MODEL_FILES:
-        if (source / name).is_file():
-            shutil.copy2(source / name, staging / name)
-    for extra in source.glob("model-*.safetensors"):
-        shutil.copy2(extra, staging / extra.name)
-    if (source / "model.safetensors.index.json").is_file():
-        shutil.copy2(source / "model.safetensors.index.json", staging / "model.safetensors.index.json")
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if path.is_dir():
+            (staging / relative).mkdir(exist_ok=True)
+        elif not is_training_state(path.name) or path.name in keep:
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(path, staging / relative)
 
 
 OPTIMIZER_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt")
@@ -211,13 +355,17 @@ def publish_best(checkpoint: Path, best_dir: Path, info: dict, with_optimizer: b
     staging = best_dir.with_name(best_dir.name + STAGING_SUFFIX)
     if staging.exists():
         shutil.rmtree(staging)
-    copy_model_files(checkpoint, staging)
-    if with_optimizer:
-        for name in OPTIMIZER_FILES:
-            if (checkpoint / name).is_file():
-                shutil.copy2(checkpoint / name, staging / name)
+    copy_model_files(checkpoint, staging, keep=OPTIMIZER_FILES if with_optimizer else ())
     (staging / BEST_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return publish(staging, best_dir)
+
+
+def read_best_info(checkpoint_dir: str | Path) -> dict:
+    path = Path(checkpoint_dir) / BEST_DIR / BEST_INFO
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
 
 
 def read_run_info(folder: str | Path) -> dict:

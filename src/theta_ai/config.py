@@ -51,6 +51,17 @@ def _bool(v: Any) -> bool:
     raise ValueError(f"expected true or false, got {v!r}")
 
 
+def _keep_limit(v: Any) -> int:
+    """``--save-total-limit``: a positive count, or ``all`` (stored as 0: keep every epoch checkpoint)."""
+    if isinstance(v, str) and v.strip().lower() == "all":
+        return 0
+    if isinstance(v, bool) or int(v) != float(v) or int(v) < 0:
+        raise ValueError(f"expected a whole number of checkpoints or 'all', got {v!r}")
+    return int(v)
+
+
+_keep_limit.__name__ = "number of checkpoints (or all)"
+
 # Groups, in the order --help shows them.
 DATA, MODEL, TRAINING, ENHANCED, CHECKPOINTS, RUN = "data", "model", "training", "enhanced", "checkpoints", "run"
 SCHEDULERS = ("linear", "cosine", "cosine-restarts", "plateau", "constant")
@@ -107,7 +118,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("spike_max_rollbacks", int, 3, "spike guard: stop cleanly after this many rollbacks", ENHANCED),
     # ---- checkpoints
     Option("checkpoint_dir", str, "models", "where theta_checkpoint_epoch_N, theta_best and theta_final go", CHECKPOINTS, metavar="DIR"),
-    Option("save_total_limit", int, None, "keep only the newest N epoch checkpoints (theta_best is always kept)", CHECKPOINTS, metavar="N"),
+    Option("save_total_limit", _keep_limit, 3, "keep the newest N epoch checkpoints, or all (theta_best and "
+           "theta_final are always kept; the banner shows the disk the run needs)", CHECKPOINTS, metavar="N|all"),
     Option("resume", str, None, "continue an interrupted run: auto (newest complete checkpoint) or PATH", CHECKPOINTS, metavar="auto|PATH"),
     Option("metric_for_best", str, "eval_loss", "validation metric that picks theta_best (lower is better for loss)", CHECKPOINTS),
     # ---- run
@@ -293,8 +305,8 @@ def _check_values(cfg: ThetaConfig) -> None:
         from .planner import parse_memory
 
         parse_memory(cfg.values["gpu_memory"])
-    if cfg.values["save_total_limit"] is not None and cfg.values["save_total_limit"] < 1:
-        raise ConfigError("save_total_limit must be at least 1")
+    if cfg.values["save_total_limit"] is None:
+        cfg.values["save_total_limit"] = 0  # YAML "save_total_limit: null": keep every epoch checkpoint
 
 
 def options_table_markdown() -> str:

@@ -129,15 +129,19 @@ def load_model_and_tokenizer(model_name: str, *, train_texts: Iterable[str] | No
     """Load ``model_name`` (hub id, local folder, LoRA adapter folder, or ``theta-tiny``) with a tokenizer that can pad.
 
     ``train_texts`` is needed only for ``theta-tiny`` (its tokenizer is trained on them). An adapter folder
-    is loaded onto the base model its config names: merged into it (``adapter="merge"``, for evaluation
-    and export) or as a trainable ``PeftModel`` (``adapter="trainable"``, to train the adapter further).
+    is loaded onto the base model its config names (a relative path counts from the adapter folder): merged
+    into it (``adapter="merge"``, for evaluation and export) or as a trainable ``PeftModel``
+    (``adapter="trainable"``, to train the adapter further).
     """
     from .lora import adapter_base, is_adapter_folder, load_adapter
 
     if is_adapter_folder(model_name):
         try:
-            base = load_model_and_tokenizer(adapter_base(model_name), trust_remote_code=trust_remote_code,
-                                            dtype=dtype)
+            base_path = adapter_base(model_name)  # resolved against the adapter folder; says itself what is missing
+        except ValueError as exc:
+            raise ModelLoadError(f"{model_name} is a LoRA adapter whose base model cannot be loaded: {exc}") from None
+        try:
+            base = load_model_and_tokenizer(base_path, trust_remote_code=trust_remote_code, dtype=dtype)
         except (ValueError, ModelLoadError) as exc:
             raise ModelLoadError(f"{model_name} is a LoRA adapter whose base model cannot be loaded: {exc}") from None
         tokenizer = load_tokenizer(model_name, trust_remote_code)

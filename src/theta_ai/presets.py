@@ -42,6 +42,5 @@ PRESETS: dict[str, dict] = {
         "max_seq_length": 256,  # the sample answers are short
         "logging_steps": 5,
         "checkpoint_dir": "models/quickstart",  # keep the real models/ folder for real runs
-        "save_total_limit": 3,
     },
 }

@@ -79,8 +79,8 @@ def examples_to_jsonl(examples: list[Example]) -> str:
 # ---------------------------------------------------------------------------- checkpoints
 
 
-def resolve_checkpoint_dir(cfg: ThetaConfig, notes: list[str]) -> tuple[Path, Path | None]:
-    """Pick the checkpoint folder and the checkpoint to resume from (if any), refusing to mix runs."""
+def checkpoint_folder(cfg: ThetaConfig, notes: list[str]) -> Path:
+    """The folder this run writes to: ``--checkpoint-dir``, or a sub-folder of its own for a fine-tuning run."""
     directory = Path(cfg.checkpoint_dir)
     chosen_by_user = cfg.sources["checkpoint_dir"] == "command line" or cfg.sources["checkpoint_dir"].startswith("config")
     if cfg.load_checkpoint and not chosen_by_user:
@@ -91,25 +91,38 @@ def resolve_checkpoint_dir(cfg: ThetaConfig, notes: list[str]) -> tuple[Path, Pa
             directory = directory / f"finetune_from_{source.name}"
             notes.append(f"--load-checkpoint: {source} lies in the checkpoint folder {cfg.checkpoint_dir}/, so this "
                          f"fine-tuning run writes to {directory}/ (pass --checkpoint-dir to choose)")
+    return directory
+
+
+def resume_checkpoint(cfg: ThetaConfig, directory: Path, notes: list[str]) -> Path | None:
+    """Tidy up after a crash (names theta_ai wrote only; a dry run only reports) and pick what to resume.
+
+    A fresh run is refused when the folder holds any checkpoint of an earlier run (epoch, mid-epoch,
+    best or final), so it can never delete or mix with another run's checkpoints.
+    """
     if is_main_process():
-        notes += ckpt.recover(directory)
+        lines = ckpt.recover(directory, dry_run=cfg.dry_run)
+        notes += [f"--dry-run: {line}" if cfg.dry_run else line for line in lines]
     resume_from = None
     if cfg.resume == "auto":
-        resume_from = ckpt.latest_checkpoint(directory)
-        if resume_from is None:
+        resume_from, damaged = ckpt.resume_point(directory)
+        notes += damaged
+        if resume_from is None and not damaged:
             notes.append(f"--resume auto: no complete checkpoint in {directory}/, starting a fresh run")
     elif cfg.resume:
         resume_from = Path(cfg.resume)
-        if not (resume_from / "trainer_state.json").is_file():
-            raise ConfigError(f"--resume {cfg.resume}: not a complete theta-train checkpoint (no trainer_state.json); "
+        problem = ckpt.checkpoint_problem(resume_from) if resume_from.is_dir() else "no such folder"
+        if problem:
+            raise ConfigError(f"--resume {cfg.resume}: not a complete theta-train checkpoint ({problem}); "
                               f"use --resume auto or a theta_checkpoint_epoch_N folder")
     if resume_from is not None and cfg.load_checkpoint:
         notes.append(f"resuming from {resume_from}; --load-checkpoint {cfg.load_checkpoint} only applies to a fresh start")
-    elif resume_from is None and cfg.resume is None and ckpt.epoch_checkpoints(directory):
-        newest = ckpt.latest_checkpoint(directory)
+    elif resume_from is None and cfg.resume is None and ckpt.own_checkpoints(directory):
+        found = ckpt.own_checkpoints(directory)
+        newest = ckpt.latest_checkpoint(directory) or found[-1] if len(found) else None
         raise ConfigError(f"{directory}/ already holds checkpoints of an earlier run (newest: {newest.name}). "
                           f"Continue it with --resume auto, or write this run elsewhere with --checkpoint-dir")
-    return directory, resume_from
+    return resume_from
 
 
 def run_log_dir(cfg: ThetaConfig, resume_from: Path | None) -> Path:
@@ -134,10 +147,15 @@ def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_d
                    resume_from: Path | None, notes: list[str]) -> LoadedModel:
     """The model to train: fresh, from ``--load-checkpoint``, or from the checkpoint to resume; LoRA-wrapped with ``--lora``.
 
-    A resumed run rebuilds the model from the checkpoint's files (for LoRA: the base the adapter names,
-    freshly wrapped), and Trainer then restores the checkpoint's weights and optimizer into it.
+    A resumed run rebuilds the model from the checkpoint's files (for LoRA: the base the adapter names, with
+    the adapter configuration saved next to it -- r, alpha, dropout and target modules -- whatever the
+    ``--lora-*`` flags say), and Trainer then restores the checkpoint's weights and optimizer into it.
+    ``--load-checkpoint ADAPTER --lora`` likewise keeps training the saved adapter as it was configured.
+    A dry run wraps the model (to report its trainable parameters) but writes no ``theta_base/``.
     """
-    from .lora import adapter_base, is_adapter_folder, save_base_model, wrap_with_lora
+    from .lora import (adapter_base, base_reference, describe_lora, differing_lora_flags, is_adapter_folder,
+                       load_adapter, save_base_model, wrap_with_lora)
+    from .modeling import load_tokenizer
 
     def load(source: str, adapter: str = "merge") -> LoadedModel:
         texts = training_texts(train_examples) if source == THETA_TINY else None
@@ -146,12 +164,26 @@ def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_d
 
     targets = [t.strip() for t in cfg.lora_target_modules.split(",")] if cfg.lora_target_modules else None
     source = str(resume_from) if resume_from else cfg.load_checkpoint or cfg.model_name
+    saved_adapter = None
     if resume_from is not None and is_adapter_folder(resume_from):
-        base = adapter_base(resume_from)
-        loaded = load(base)
-        loaded.model = wrap_with_lora(loaded.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets, base)
+        saved_adapter = resume_from
     elif cfg.load_checkpoint and is_adapter_folder(cfg.load_checkpoint) and cfg.lora:
-        loaded = load(cfg.load_checkpoint, adapter="trainable")  # keep training the same adapter
+        saved_adapter = Path(cfg.load_checkpoint)  # keep training the same adapter
+    if saved_adapter is not None:
+        base = adapter_base(saved_adapter)
+        loaded = load(base)
+        if saved_adapter != resume_from:
+            loaded.tokenizer = load_tokenizer(str(saved_adapter), cfg.trust_remote_code)
+        loaded.model = load_adapter(saved_adapter, loaded.model, trainable=True)
+        config = loaded.model.peft_config["default"]
+        config.base_model_name_or_path = base_reference(base, checkpoint_dir)  # as seen from this run's checkpoints
+        ignored = differing_lora_flags(config, cfg)
+        if ignored and saved_adapter == resume_from:
+            notes.append(f"--resume: the checkpoint's LoRA adapter was trained with {describe_lora(config)}; "
+                         f"it resumes with those (ignored: {', '.join(ignored)})")
+        elif ignored:
+            notes.append(f"--load-checkpoint: the LoRA adapter in {saved_adapter} was trained with "
+                         f"{describe_lora(config)}; training continues with those (ignored: {', '.join(ignored)})")
     else:
         loaded = load(source)
         if cfg.load_checkpoint and is_adapter_folder(cfg.load_checkpoint):
@@ -160,14 +192,16 @@ def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_d
         if cfg.lora:
             base = source
             if source == THETA_TINY:
-                base = str(save_base_model(loaded.model, loaded.tokenizer, checkpoint_dir).resolve())
-            elif Path(source).exists():
-                base = str(Path(source).resolve())
-            loaded.model = wrap_with_lora(loaded.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets, base)
+                base = (checkpoint_dir / ckpt.BASE_DIR).resolve()
+                if not cfg.dry_run:  # a dry run writes nothing
+                    base = save_base_model(loaded.model, loaded.tokenizer, checkpoint_dir).resolve()
+            loaded.model = wrap_with_lora(loaded.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets,
+                                          base_reference(base, checkpoint_dir))
     if source != cfg.model_name:
         loaded.source = f"{cfg.model_name if cfg.sources['model_name'] != 'default' else 'model'} from {source}"
-    if cfg.lora:
+    if cfg.lora or saved_adapter is not None:
         trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in loaded.model.parameters())
-        loaded.source += f" + LoRA r={cfg.lora_r} ({trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train)"
+        loaded.source += (f" + LoRA r={loaded.model.peft_config['default'].r} "
+                          f"({trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train)")
     return loaded

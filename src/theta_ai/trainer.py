@@ -14,8 +14,9 @@ because those positions carry label -100 anyway.
 
 from __future__ import annotations
 
-import json
 import inspect
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from . import checkpoints as ckpt
+from .disk import DiskSpaceError, checkpoint_sizes, is_disk_full
 
 
 class SeededLengthGroupedSampler(LengthGroupedSampler):
@@ -133,28 +135,56 @@ class ThetaTrainer(Trainer):
             (folder / ckpt.VALIDATION_FILE).write_text(self.validation_jsonl, encoding="utf-8")
 
     def _space_needed(self) -> int:
-        """Bytes the next checkpoint needs: the last one's size, or weights + two Adam moments, plus 10%."""
+        """Bytes the next checkpoint needs: the last one's size, or the estimate from the model, plus 10%.
+
+        The estimate counts what Trainer writes: all weights and their optimizer state, or for a LoRA
+        run (a PeftModel saves only its adapter) the adapter and its optimizer state.
+        """
         if self.published and self.published[-1].is_dir():
             size = ckpt.folder_size(self.published[-1])
         else:
-            weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
-            trainable = sum(p.numel() * 4 for p in self.model.parameters() if p.requires_grad)
-            size = weights + 2 * trainable
+            size = checkpoint_sizes(self.accelerator.unwrap_model(self.model), 1, None).checkpoint
         return int(size * 1.1)
 
+    # Private Trainer method, checked against transformers 5.24: Trainer offers no public hook that runs
+    # after a checkpoint folder is complete on every rank but before its name is visible (on_save runs on
+    # the finished folder). Overridden to (1) check free space first, (2) mark the staging folder as
+    # theta_ai's before Trainer writes into it, (3) turn a full disk into DiskSpaceError, (4) point
+    # best_model_checkpoint at theta_best (Trainer records checkpoint-N, a name that no longer exists after
+    # the rename) and (5) publish atomically under the guide's name. tests/test_trainer_overrides.py fails
+    # loudly when the method's signature or the staging name it writes changes.
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = Path(self._get_output_dir(trial=trial))
+        staging = run_dir / f"checkpoint-{self.state.global_step}"
         if self.args.should_save:
             ckpt.ensure_free_space(run_dir, self._space_needed())
-        super()._save_checkpoint(model, trial)
-        staging = run_dir / f"checkpoint-{self.state.global_step}"
-        self.accelerator.wait_for_everyone()  # every rank has written its RNG state into staging
-        if self.args.should_save:
-            self.write_run_files(staging)
-            name = ckpt.checkpoint_name(self.state.epoch, self.state.global_step)
-            final = ckpt.publish(staging, run_dir / name)
-            self.published.append(final)
-            if name.startswith(ckpt.EPOCH_PREFIX):
-                ckpt.remove_superseded_step_checkpoints(run_dir, self.state.global_step)
-                ckpt.rotate(run_dir, self.keep_checkpoints)
+            ckpt.mark_staging(staging)
+        try:
+            super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every rank has written its RNG state into staging
+            if self.args.should_save:
+                self._publish(run_dir, staging)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            if self.args.should_save and staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+            raise DiskSpaceError(
+                f"the disk holding {run_dir}/ filled up while writing the checkpoint of step "
+                f"{self.state.global_step} ({exc}); that checkpoint was removed and the earlier ones are intact. "
+                "Free some space (or lower --save-total-limit), then continue with --resume auto") from None
         self.accelerator.wait_for_everyone()
+
+    def _publish(self, run_dir: Path, staging: Path) -> None:
+        name = ckpt.checkpoint_name(self.state.epoch, self.state.global_step)
+        # Trainer wrote best_model_checkpoint = checkpoint-<best step> (or kept a stale one); theta_best is
+        # the folder that holds the best model under theta_ai's names, and it survives rotation.
+        self.state.best_model_checkpoint = str(run_dir / ckpt.BEST_DIR) if self.state.best_global_step else None
+        self.state.save_to_json(str(staging / "trainer_state.json"))
+        self.write_run_files(staging)
+        final = ckpt.publish(staging, run_dir / name)
+        ckpt.unmark(final)
+        self.published.append(final)
+        if name.startswith(ckpt.EPOCH_PREFIX):
+            ckpt.remove_superseded_step_checkpoints(run_dir, self.state.global_step)
+            ckpt.rotate(run_dir, self.keep_checkpoints)

@@ -24,8 +24,10 @@ from .data import ExampleFormatter, FormatStats, PaddingCollator, check_packing_
 from .data.formats import Example
 from .data.tokenize import IGNORE_INDEX
 from .modeling import LoadedModel, set_dropout
-from .run_setup import (describe_device, examples_to_jsonl, is_main_process, load_run_data, load_run_model,
-                        resolve_checkpoint_dir, run_log_dir, world_size)
+from .disk import CheckpointSizes, DiskSpaceError, checkpoint_sizes, is_disk_full
+from .run_lock import RunLock, acquire
+from .run_setup import (checkpoint_folder, describe_device, examples_to_jsonl, is_main_process, load_run_data,
+                        load_run_model, resume_checkpoint, run_log_dir, world_size)
 
 logger = logging.getLogger("theta_ai")
 
@@ -52,6 +54,19 @@ class PreparedRun:
     notes: list[str] = field(default_factory=list)
     augmenter: Any = None  # theta_ai.augment.Augmenter when --augment is on
     trainer_train_dataset: Any = None  # what Trainer iterates: train_dataset, or its on-the-fly augmented view
+    lock: RunLock | None = None  # this process's hold on the checkpoint folder (none in a dry run / other ranks)
+    disk: CheckpointSizes | None = None
+
+    def close(self) -> None:
+        """Let go of the checkpoint folder (train() does this when it ends); safe to call twice."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def release_model(self) -> None:
+        """Drop every reference this run holds to its model and data, so their memory can be freed."""
+        self.loaded.model = None
+        self.train_dataset = self.val_dataset = self.trainer_train_dataset = self.collator = None
 
     @property
     def effective_batch(self) -> int:
@@ -77,7 +92,7 @@ class PreparedRun:
             f"{self.steps_per_epoch} optimizer steps per epoch, {self.cfg.epochs:g} epochs",
             f"checkpoints -> {self.checkpoint_dir}/ ; logs -> {self.log_dir}/ (tensorboard --logdir={self.cfg.logdir})"
             + (f" ; resuming from {self.resume_from}" if self.resume_from else ""),
-        ]
+        ] + ([self.disk.describe()] if self.disk else [])
 
 
 @dataclass
@@ -96,7 +111,19 @@ def prepare_run(cfg: ThetaConfig) -> PreparedRun:
     """Load and check data, model and arguments; no training step is taken."""
     notes: list[str] = []
     train_examples, val_examples = load_run_data(cfg, notes)
-    checkpoint_dir, resume_from = resolve_checkpoint_dir(cfg, notes)
+    checkpoint_dir = checkpoint_folder(cfg, notes)
+    # Refuse a second run on the same folder before anything in it is touched (a dry run writes nothing).
+    lock = acquire(checkpoint_dir) if is_main_process() and not cfg.dry_run else None
+    try:
+        return _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> PreparedRun:
+    resume_from = resume_checkpoint(cfg, checkpoint_dir, notes)
     saved_world = ckpt.read_run_info(resume_from).get("world_size") if resume_from is not None else None
     if saved_world is not None and saved_world != world_size():
         # Steps per epoch and each rank's shard depend on the process count: Trainer would resume at the wrong
@@ -142,7 +169,8 @@ def prepare_run(cfg: ThetaConfig) -> PreparedRun:
     args = build_training_arguments(cfg, checkpoint_dir, notes)
     run = PreparedRun(cfg, train_examples, val_examples, loaded, formatter, train_dataset, val_dataset,
                       train_stats, val_stats, collator, args, checkpoint_dir, run_log_dir(cfg, resume_from),
-                      resume_from, world_size(), notes, augmenter, trainer_dataset)
+                      resume_from, world_size(), notes, augmenter, trainer_dataset, lock,
+                      checkpoint_sizes(loaded.model, cfg.epochs, cfg.save_total_limit))
     total_steps = run.steps_per_epoch * cfg.epochs
     if cfg.warmup_steps > total_steps:
         notes.append(f"warmup {cfg.warmup_steps} steps is longer than the whole run ({total_steps:.0f} steps): "
@@ -286,38 +314,50 @@ def train(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks: list
     """Train a resolved configuration end to end; on CUDA out of memory, stop with advice or (``--auto-batch-size``)
     halve the per-device batch, double the accumulation (same effective batch) and start again.
 
-    See :func:`train_once` for what one attempt does.
+    A full disk anywhere in the run becomes one :class:`DiskSpaceError` line. The checkpoint folder's lock
+    is released when this returns or raises. See :func:`train_once` for what one attempt does.
     """
-    while True:
-        try:
-            return train_once(cfg, prepared, callbacks)
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
-            if not _is_oom(exc):
-                raise
-            _free_cuda_memory()
-            run_dir = prepared.checkpoint_dir if prepared else Path(cfg.checkpoint_dir)
-            if not cfg.auto_batch_size or cfg.batch_size == 1 or ckpt.latest_checkpoint(run_dir) is not None:
+    run = prepared
+    try:
+        while True:
+            run = run or prepare_run(cfg)
+            try:
+                return train_once(cfg, run, callbacks)
+            except Exception as exc:  # noqa: BLE001 - out-of-memory and full-disk errors handled, the rest re-raised
+                if is_disk_full(exc) and not isinstance(exc, DiskSpaceError):
+                    raise DiskSpaceError(f"the disk holding {run.checkpoint_dir}/ is full ({exc}); the checkpoints "
+                                         "written so far are intact. Free some space, then continue with "
+                                         "--resume auto") from None
+                if not _is_oom(exc):
+                    raise
+            # Out of memory. Outside the except block, so the traceback (which pins the failed attempt's
+            # trainer, model and optimizer) is gone; the prepared run, which the caller may still hold, lets go
+            # of its model too, and only then is the memory released for the next attempt or the user.
+            run.release_model()
+            release_memory()
+            if not cfg.auto_batch_size or cfg.batch_size == 1 or ckpt.latest_checkpoint(run.checkpoint_dir) is not None:
                 if cfg.auto_batch_size and cfg.batch_size > 1:
                     raise TrainingOOMError(oom_message(cfg) + "; --auto-batch-size does not restart a run that "
-                                           "already wrote checkpoints (their step counts would not match)") from None
-                raise TrainingOOMError(oom_message(cfg)) from None
+                                           "already wrote checkpoints (their step counts would not match)")
+                raise TrainingOOMError(oom_message(cfg))
             values = dict(cfg.values, batch_size=cfg.batch_size // 2, grad_accum=cfg.grad_accum * 2)
             logger.warning("CUDA out of memory at batch %d x accumulation %d: --auto-batch-size retries with batch "
                            "%d x accumulation %d (same effective batch)", cfg.batch_size, cfg.grad_accum,
                            values["batch_size"], values["grad_accum"])
             cfg = ThetaConfig(cfg.preset, cfg.config_file, dict(cfg.training_args), values,
                               dict(cfg.sources, batch_size="--auto-batch-size", grad_accum="--auto-batch-size"))
-            prepared = None
+            run.close()
+            run = None
+    finally:
+        if run is not None:
+            run.close()
 
 
-def _free_cuda_memory() -> None:
-    import gc
+def release_memory() -> None:
+    """Collect garbage and empty the accelerator's cache (accelerate's helper: CUDA, XPU, MPS, ...)."""
+    from accelerate.utils.memory import clear_device_cache
 
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    clear_device_cache(garbage_collection=True)
 
 
 def train_once(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks: list | None = None) -> TrainResult:

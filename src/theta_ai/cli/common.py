@@ -60,14 +60,15 @@ def closest_flag(flag: str, flags) -> str:
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    from ..checkpoints import DiskSpaceError
+    from ..disk import DiskSpaceError
     from ..config import ConfigError
     from ..data import DataError, PackingUnsupportedError, TemplateError
     from ..modeling import ModelLoadError
+    from ..run_lock import RunLockedError
     from ..training import TrainingOOMError
 
     return (ConfigError, DataError, ModelLoadError, TemplateError, PackingUnsupportedError, DiskSpaceError,
-            TrainingOOMError)
+            TrainingOOMError, RunLockedError)
 
 
 def run_guarded(program: str, body: Callable[[], int]) -> int:
