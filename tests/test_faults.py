@@ -38,13 +38,17 @@ def arm(fault: str) -> list:
     from theta_ai.trainer import ThetaTrainer
 
     if fault == "best-swap":
-        # Between the two renames of the epoch-2 theta_best swap: the old best moved aside, the new one not yet in.
+        # Between the two renames of the last epoch's theta_best swap (the second swap: epoch 1 has no old best
+        # to move aside): the old best moved aside, the new one not yet in, and no epoch left to train after it.
         real_replace = ckpt.os.replace
+        swaps = []
 
         def replace(src, dst):
             real_replace(src, dst)
             if Path(dst).name == "theta_best.old":
-                _kill_now()
+                swaps.append(dst)
+                if len(swaps) == EPOCHS - 1:
+                    _kill_now()
 
         ckpt.os.replace = replace
     elif fault == "final-save":
@@ -139,7 +143,8 @@ def test_kill_9_then_resume_auto_ends_like_an_uninterrupted_run(uninterrupted, t
     models = tmp_path / "models"
     left = sorted(p.name for p in models.iterdir())
     expected_left = {
-        "best-swap": ["theta_best.incomplete", "theta_best.old", "theta_checkpoint_epoch_1", "theta_checkpoint_epoch_2"],
+        "best-swap": ["theta_best.incomplete", "theta_best.old", "theta_checkpoint_epoch_1", "theta_checkpoint_epoch_2",
+                      "theta_checkpoint_epoch_3"],
         "final-save": ["theta_best", "theta_checkpoint_epoch_1", "theta_checkpoint_epoch_2",
                        "theta_checkpoint_epoch_3", "theta_final.incomplete"],
         "evaluation": ["theta_best", "theta_checkpoint_epoch_1"],
