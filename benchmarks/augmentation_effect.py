@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(augment: bool, epochs: float, seed: int, workdir: Path) -> dict:
     from theta_ai.config import resolve_config
-    from theta_ai.evaluation import EvalSettings, evaluate_model
-    from theta_ai.training import train
+    from theta_ai.eval.runner import EvalSettings, evaluate_model
+    from theta_ai.training.run import train
 
     values = {"epochs": epochs, "seed": seed, "augment": augment, "checkpoint_dir": str(workdir / "models"),
               "logdir": str(workdir / "logs"), "generation_eval": 0,

@@ -7,7 +7,7 @@
 Without --model-path it writes a seeded synthetic question/answer set (fictional countries, capitals,
 populations; answers of 10-20 words), trains theta-tiny on it for a few epochs on the CPU (a trained
 model stops at EOS, as a real one does), then answers the same questions twice with
-:func:`theta_ai.generation.generate_answers`: once in batches of --batch-size (left padding, KV cache)
+:func:`theta_ai.eval.generation.generate_answers`: once in batches of --batch-size (left padding, KV cache)
 and once with batch size 1. It checks that the greedy answers are identical and prints both times
 and the speed ratio. Everything is offline.
 
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from theta_ai.data import Example
-    from theta_ai.evaluation import load_eval_model
-    from theta_ai.generation import generate_answers
+    from theta_ai.eval.runner import load_eval_model
+    from theta_ai.eval.generation import generate_answers
 
     if args.threads:
         torch.set_num_threads(args.threads)

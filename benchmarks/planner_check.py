@@ -12,7 +12,7 @@ compares ``torch.cuda.max_memory_allocated()`` with the planner's estimate witho
 
 Without a GPU it checks the activation half of the estimate: it builds small GPT-2 and Llama models on
 the CPU, sums the bytes autograd saves for backward during one forward pass with loss
-(:func:`theta_ai.planner_measure.saved_tensor_bytes`) and compares them with
+(:func:`theta_ai.planner.measure.saved_tensor_bytes`) and compares them with
 ``MemoryEstimate.saved_for_backward``. fp32 rows use dropout 0 (CPU dropout keeps a full-size mask and
 CPU SDPA with attention dropout stores the score matrix; CUDA does neither). bf16 rows use CPU autocast,
 which keeps gelu_new's ``pow`` in bf16 where CUDA autocast (what the planner models) runs it in fp32,
@@ -40,7 +40,7 @@ def cpu_rows() -> list[str]:
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
     from theta_ai.planner import LoraSpec, estimate_memory
-    from theta_ai.planner_measure import saved_tensor_bytes
+    from theta_ai.planner.measure import saved_tensor_bytes
 
     no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     models = [
@@ -85,8 +85,8 @@ def gpu_rows(models: list[str], seq_lens: list[int], batches: list[int], precisi
     from transformers import AutoModelForCausalLM
 
     from theta_ai.planner import estimate_memory
-    from theta_ai.planner_measure import cuda_step_peak
-    from theta_ai.planner_models import model_config
+    from theta_ai.planner.measure import cuda_step_peak
+    from theta_ai.planner.models import model_config
 
     free = torch.cuda.get_device_properties(0).total_memory
     rows = ["| model | batch x seq | checkpointing | estimated (allocated) | max_memory_allocated | error |",

@@ -26,7 +26,7 @@ Recipes
                   never learns to stop. Kept as is, because it is what run_clm users get.
 ``grouped``       ``dynamic`` plus ``train_sampling_strategy="group_by_length"``.
 ``theta``         theta_ai's own path: ``resolve_config`` (defaults, model pointed at the saved folder,
-                  ``epochs=1``) -> ``prepare_run`` -> ``theta_ai.training.train``, i.e. answer-only loss,
+                  ``epochs=1``) -> ``prepare_run`` -> ``theta_ai.training.run.train``, i.e. answer-only loss,
                   theta's collator and length grouping, and theta's per-epoch evaluation and checkpoint.
 ``theta-packed``  the same with ``packing=True``.
 
@@ -54,7 +54,7 @@ What is measured
   attention score FLOPs are ignored, and padding positions count as wasted work, not as tokens.
 
 Data: the 336 records of the shipped sample data ``theta_sample_train.json`` (see
-``theta_ai.sample_data``) three times over (1,008 examples, the real length distribution), except
+``theta_ai.config.samples``) three times over (1,008 examples, the real length distribution), except
 that in the third copy every 4th record's answer is followed by the next record's answer
 ("\\n\\n"-joined): 84 longer examples, a tail up to ~350 tokens like real data has.
 Then a seeded shuffle; ``--examples N`` (and ``--quick``: 128) takes the first N.
@@ -79,7 +79,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from theta_ai.sample_data import sample_path
+from theta_ai.config.samples import sample_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_FILE = sample_path("theta_sample_train.json")
@@ -405,8 +405,8 @@ def run_plain(recipe: str, model_dir: Path, data_file: Path, workdir: Path) -> d
 
 
 def run_theta(recipe: str, model_dir: Path, data_file: Path, workdir: Path) -> dict:
-    """The real theta-train path: resolve_config -> prepare_run -> theta_ai.training.train."""
-    from theta_ai import training
+    """The real theta-train path: resolve_config -> prepare_run -> theta_ai.training.run.train."""
+    from theta_ai.training import run as training
     from theta_ai.config import resolve_config
 
     values = {"model_name": str(model_dir), "data": [str(data_file)], "val_data": [str(VAL_FILE)], "epochs": 1,

@@ -6,7 +6,7 @@ does, with a look at the data and the label mask on the way.
 
 # %% Load and check the data
 from theta_ai import ExampleFormatter, find_duplicates, load_examples, resolve_config
-from theta_ai.sample_data import sample_path  # the sample data ships inside the package
+from theta_ai.config.samples import sample_path  # the sample data ships inside the package
 
 train_data = load_examples([str(sample_path("theta_sample_train.json"))])
 print(len(train_data.examples), "examples; first question:", train_data.examples[0].question)

@@ -36,7 +36,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def qa_tokenizer():
     """theta-tiny's own offline byte-level BPE tokenizer: no chat template, pad == eos == <|endoftext|>."""
-    from theta_ai.modeling import train_tiny_tokenizer
+    from theta_ai.model.load import train_tiny_tokenizer
 
     return train_tiny_tokenizer(QA_TRAINING_TEXTS)
 

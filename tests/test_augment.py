@@ -14,7 +14,7 @@ from theta_ai.augment import (
 )
 from theta_ai.config import ConfigError
 from theta_ai.data.formats import Example
-from theta_ai.sample_data import sample_path
+from theta_ai.config.samples import sample_path
 
 SAMPLE = sample_path("theta_sample_train.json")
 ALL_ON = {name: 1.0 for name in AugmentConfig.keys() if name != "answer_side"}

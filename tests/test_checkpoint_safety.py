@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from theta_ai import checkpoints as ckpt
+from theta_ai.training import checkpoints as ckpt
 from theta_ai.config import ConfigError, resolve_config
-from theta_ai.training import prepare_run, train
+from theta_ai.training.run import prepare_run, train
 from theta_fixtures import qa_records, tiny_train_config, write_json
 
 
@@ -121,7 +121,7 @@ def test_theta_best_gets_every_model_file_but_the_training_state(tmp_path):
 
 
 def test_epoch_checkpoints_are_bounded_by_default_and_all_keeps_every_one(tmp_path):
-    from theta_ai.disk import checkpoint_sizes
+    from theta_ai.training.disk import checkpoint_sizes
 
     cfg = resolve_config(tiny_train_config(tmp_path, epochs=4.0))
     assert cfg.save_total_limit == 3
@@ -151,7 +151,7 @@ def test_banner_says_how_much_disk_the_run_takes(tmp_path):
 
 
 def test_gpt2_124m_run_of_the_rtx3060_preset_is_priced_like_the_issue_says():
-    from theta_ai.disk import checkpoint_sizes
+    from theta_ai.training.disk import checkpoint_sizes
     from transformers import GPT2Config, GPT2LMHeadModel
 
     with torch.device("meta"):
@@ -195,7 +195,7 @@ def test_best_model_checkpoint_names_a_folder_that_exists(tmp_path, caplog):
 
 
 def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_run_leaves_no_lock(tmp_path):
-    from theta_ai.run_lock import acquire
+    from theta_ai.training.lock import acquire
 
     write_json(tmp_path / "train.json", qa_records(48))
     args = [sys.executable, "-m", "theta_ai.cli.train", "--data", "train.json", "--model-name", "theta-tiny",
@@ -224,10 +224,10 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_run_leaves_no_l
 
 
 def test_the_lock_is_reentrant_in_one_process_and_exclusive_across_processes(tmp_path):
-    from theta_ai.run_lock import RunLockedError, acquire
+    from theta_ai.training.lock import RunLockedError, acquire
 
     with acquire(tmp_path / "m"), acquire(tmp_path / "m"):
-        code = f"from theta_ai.run_lock import acquire\ntry:\n    acquire({str(tmp_path / 'm')!r})\nexcept Exception as e:\n    print(type(e).__name__)"
+        code = f"from theta_ai.training.lock import acquire\ntry:\n    acquire({str(tmp_path / 'm')!r})\nexcept Exception as e:\n    print(type(e).__name__)"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
         assert out.strip() == RunLockedError.__name__
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from theta_ai.config import OPTIONS, ConfigError, options_table_markdown, read_yaml_config, resolve_config
-from theta_ai.presets import PRESETS
-from theta_ai.sample_data import sample_path
+from theta_ai.config.presets import PRESETS
+from theta_ai.config.samples import sample_path
 
 
 def test_rtx3060_preset_is_the_guides_recipe():
@@ -134,7 +134,7 @@ def test_cli_help_groups_the_guide_flags():
 def test_readme_table_is_the_generated_one():
     from pathlib import Path
 
-    from theta_ai.config import README_TABLE_END, README_TABLE_START
+    from theta_ai.config.options import README_TABLE_END, README_TABLE_START
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split(README_TABLE_START, 1)[1].split(README_TABLE_END, 1)[0]

@@ -324,7 +324,7 @@ def test_special_token_text_in_user_data_stays_text(qa_tokenizer):
 
 def test_nothing_left_after_formatting_says_why(tmp_path):
     from theta_ai.config import ConfigError, resolve_config
-    from theta_ai.training import prepare_run
+    from theta_ai.training.run import prepare_run
     from theta_fixtures import tiny_train_config
 
     with pytest.raises(ConfigError) as err:

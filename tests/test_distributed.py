@@ -139,7 +139,7 @@ def _worker(values_file: str, out_dir: str, sigterm_step: str = "") -> int:
     from transformers import TrainerCallback
 
     from theta_ai.config import resolve_config
-    from theta_ai.training import prepare_run, train
+    from theta_ai.training.run import prepare_run, train
 
     rank = int(os.environ["RANK"])
     cfg = resolve_config(json.loads(Path(values_file).read_text()))
@@ -312,7 +312,7 @@ def test_sampler_gets_its_epoch_under_accelerates_mid_epoch_resume_wrappers():
     from torch.utils.data import DataLoader
     from transformers import TrainerControl, TrainerState
 
-    from theta_ai.trainer import SamplerEpochCallback, SeededLengthGroupedSampler
+    from theta_ai.training.trainer import SamplerEpochCallback, SeededLengthGroupedSampler
 
     sampler = SeededLengthGroupedSampler(4, lengths=[10 + (i * 7) % 13 for i in range(N_RECORDS)], seed=42)
     shard = prepare_data_loader(DataLoader(list(range(N_RECORDS)), batch_size=4, sampler=sampler),
@@ -348,7 +348,7 @@ def test_the_private_trainer_method_theta_overrides_keeps_its_signature():
 def test_resume_with_another_world_size_is_refused(recorder_runs, monkeypatch):
     """Steps per epoch and shards depend on the process count: one process must not resume a 2-process run."""
     from theta_ai.config import ConfigError, resolve_config
-    from theta_ai.training import prepare_run
+    from theta_ai.training.run import prepare_run
 
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from theta_ai.config import resolve_config
-from theta_ai.training import build_trainer, prepare_run, train
+from theta_ai.training.run import build_trainer, prepare_run, train
 from theta_fixtures import qa_records, tiny_train_config, write_json
 
 ROOT = Path(__file__).resolve().parents[1]

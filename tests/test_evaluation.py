@@ -10,15 +10,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from theta_ai import checkpoints as ckpt
+from theta_ai.training import checkpoints as ckpt
 from theta_ai.data import DataError, Example, ExampleFormatter, PaddingCollator
-from theta_ai.error_analysis import (PRECEDENCE, categorize, category_table, echoes_question, example_responses,
+from theta_ai.eval.analysis import (PRECEDENCE, categorize, category_table, echoes_question, example_responses,
                                      is_repetition_loop, length_stats, worst_examples)
-from theta_ai.evaluation import (EvalSettings, check_model_folder, default_data, evaluate_examples, evaluate_model,
+from theta_ai.eval.runner import (EvalSettings, check_model_folder, default_data, evaluate_examples, evaluate_model,
                                  log_to_tensorboard, write_outputs)
-from theta_ai.generation import answer_losses, clean_answer, fit_prompts, generate_answers, select_subset
+from theta_ai.eval.generation import answer_losses, clean_answer, fit_prompts, generate_answers, select_subset
 from theta_ai.metrics import PER_EXAMPLE_KEYS, TEXT_METRIC_KEYS, compute_text_metrics
-from theta_ai.modeling import ModelLoadError
+from theta_ai.model.load import ModelLoadError
 
 COUNTRIES = [("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Japan", "Tokyo"),
              ("Egypt", "Cairo"), ("Peru", "Lima"), ("Kenya", "Nairobi"), ("Norway", "Oslo"), ("Cuba", "Havana")]
@@ -54,8 +54,8 @@ def tiny(tmp_path_factory):
     theta-train-style model folder with theta_run.json and theta_validation.jsonl."""
     import torch
 
-    from theta_ai.modeling import build_theta_tiny, training_texts
-    from theta_ai.training import examples_to_jsonl
+    from theta_ai.model.load import build_theta_tiny, training_texts
+    from theta_ai.training.run import examples_to_jsonl
 
     examples = make_examples()
     loaded = build_theta_tiny(training_texts(examples), seed=0)
@@ -353,8 +353,8 @@ def test_chat_template_model_folder(tmp_path):
     """Any causal LM folder: a Llama with a ChatML template, no theta_run.json (template auto -> chat)."""
     from theta_fixtures import build_tiny_llama
 
-    from theta_ai.evaluation import load_eval_model
-    from theta_ai.generation import stop_token_ids
+    from theta_ai.eval.runner import load_eval_model
+    from theta_ai.eval.generation import stop_token_ids
 
     examples = make_examples()[::3]
     folder = build_tiny_llama(tmp_path / "llama", [m["content"] for e in make_examples() for m in e.messages] * 3)
@@ -383,7 +383,7 @@ def test_generation_eval_callback_feeds_metric_for_best_model(tiny, tmp_path):
 
     from transformers import Trainer, TrainingArguments
 
-    from theta_ai.eval_callback import GenerationEvalCallback
+    from theta_ai.eval.callback import GenerationEvalCallback
 
     model = copy.deepcopy(tiny.model)  # training changes it; the other tests keep the fixture's weights
 

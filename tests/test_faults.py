@@ -34,8 +34,8 @@ def arm(fault: str) -> list:
     """Install ``fault``; returns extra Trainer callbacks."""
     from transformers import TrainerCallback
 
-    from theta_ai import checkpoints as ckpt
-    from theta_ai.trainer import ThetaTrainer
+    from theta_ai.training import checkpoints as ckpt
+    from theta_ai.training.trainer import ThetaTrainer
 
     if fault == "best-swap":
         # Between the two renames of the last epoch's theta_best swap (the second swap: epoch 1 has no old best
@@ -77,7 +77,7 @@ def arm(fault: str) -> list:
 
 def script_main(values_file: str, fault: str) -> int:
     from theta_ai.config import resolve_config
-    from theta_ai.training import train
+    from theta_ai.training.run import train
 
     values = json.loads(Path(values_file).read_text())
     train(resolve_config(values), callbacks=arm(fault))
@@ -116,7 +116,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 
 def assert_nothing_half_written(models: Path) -> None:
-    from theta_ai import checkpoints as ckpt
+    from theta_ai.training import checkpoints as ckpt
 
     names = sorted(p.name for p in models.iterdir())
     assert not [n for n in names if n.startswith("checkpoint-") or n.endswith((".old", ".incomplete"))], names
@@ -166,8 +166,8 @@ def test_disk_full_while_writing_a_checkpoint_stops_cleanly_and_resume_continues
     import transformers.modeling_utils as modeling_utils
 
     from theta_ai.config import resolve_config
-    from theta_ai.disk import DiskSpaceError
-    from theta_ai.training import train
+    from theta_ai.training.disk import DiskSpaceError
+    from theta_ai.training.run import train
 
     real_save = modeling_utils.safe_save_file
 

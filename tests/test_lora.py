@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from theta_ai.config import resolve_config
-from theta_ai.lora import DEFAULT_TARGETS, default_target_modules
-from theta_ai.modeling import load_model_and_tokenizer
-from theta_ai.training import prepare_run, train
+from theta_ai.model.lora import DEFAULT_TARGETS, default_target_modules
+from theta_ai.model.load import load_model_and_tokenizer
+from theta_ai.training.run import prepare_run, train
 from theta_fixtures import build_tiny_llama, qa_records, tiny_train_config
 
 
@@ -97,7 +97,7 @@ def test_merge_refuses_a_folder_without_adapter(tmp_path):
 
 
 def test_theta_eval_evaluates_an_adapter_folder(lora_run, tmp_path):
-    from theta_ai.evaluation import EvalSettings, evaluate_model
+    from theta_ai.eval.runner import EvalSettings, evaluate_model
 
     _, result = lora_run
     evaluated = evaluate_model(result.best_dir, settings=EvalSettings(batch_size=8, max_new_tokens=16))
@@ -215,7 +215,7 @@ def test_lora_checkpoints_survive_moving_the_models_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "eval" / "eval_results.json").read_text())["num_examples"] == 8
 
-    from theta_ai.lora import merge_adapter
+    from theta_ai.model.merge import merge_adapter
 
     merged = merge_adapter(moved / "theta_best", tmp_path / "merged")
     assert (merged / "model.safetensors").is_file()
@@ -235,7 +235,7 @@ def _old_checkpoint(lora_run, tmp_path: Path, base: str) -> Path:
 
 
 def test_old_absolute_base_path_still_loads(lora_run, tmp_path):
-    from theta_ai.lora import adapter_base
+    from theta_ai.model.lora import adapter_base
 
     folder = _old_checkpoint(lora_run, tmp_path, str((tmp_path / "models" / "theta_base").resolve()))
     assert adapter_base(folder) == str((tmp_path / "models" / "theta_base").resolve())
@@ -243,7 +243,8 @@ def test_old_absolute_base_path_still_loads(lora_run, tmp_path):
 
 
 def test_old_absolute_base_path_falls_back_to_the_sibling_theta_base(lora_run, tmp_path, caplog):
-    from theta_ai.lora import adapter_base, merge_adapter
+    from theta_ai.model.lora import adapter_base
+    from theta_ai.model.merge import merge_adapter
 
     gone = tmp_path / "old_disk" / "models" / "theta_base"
     folder = _old_checkpoint(lora_run, tmp_path, str(gone))
@@ -256,7 +257,7 @@ def test_old_absolute_base_path_falls_back_to_the_sibling_theta_base(lora_run, t
 
 
 def test_missing_adapter_base_is_one_clear_error(lora_run, tmp_path):
-    from theta_ai.modeling import ModelLoadError
+    from theta_ai.model.load import ModelLoadError
 
     gone = tmp_path / "old_disk" / "models" / "theta_base"
     folder = _old_checkpoint(lora_run, tmp_path, str(gone))
@@ -273,7 +274,7 @@ def test_missing_adapter_base_is_one_clear_error(lora_run, tmp_path):
 
 
 def test_user_base_folder_and_hub_id_stay_as_given(tmp_path):
-    from theta_ai.lora import base_reference
+    from theta_ai.model.lora import base_reference
 
     own = build_tiny_llama(tmp_path / "llama", [r["question"] for r in qa_records(20)] * 3)
     run = prepare_run(resolve_config(tiny_train_config(tmp_path, lora=True, model_name=str(own))))

@@ -266,7 +266,7 @@ def test_compute_metrics_inside_trainer(tmp_path):
     from transformers import Trainer, TrainingArguments
 
     from theta_ai.data import Example, ExampleFormatter, PaddingCollator
-    from theta_ai.modeling import build_theta_tiny, training_texts
+    from theta_ai.model.load import build_theta_tiny, training_texts
 
     examples = [Example.from_qa(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}.") for a in range(4) for b in range(3)]
     loaded = build_theta_tiny(training_texts(examples))

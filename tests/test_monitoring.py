@@ -48,7 +48,7 @@ def monitored_run(tmp_path_factory):
     """A 2-epoch theta-tiny run with grad norms every step, histograms every 2nd step and 2 generated answers,
     through theta-train's own wiring (build_trainer gives the monitoring callbacks its one writer)."""
     from theta_ai import resolve_config
-    from theta_ai.training import train
+    from theta_ai.training.run import train
 
     tmp = tmp_path_factory.mktemp("monitoring")
     values = tiny_train_config(tmp, grad_log_steps=1, histogram_steps=2, generation_eval=2)

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from theta_ai.config import resolve_config
-from theta_ai.trainer import ThetaTrainer
-from theta_ai.training import TrainingOOMError, train
+from theta_ai.training.trainer import ThetaTrainer
+from theta_ai.training.run import TrainingOOMError, train
 from theta_fixtures import qa_records, tiny_train_config, write_json
 
 
@@ -66,7 +66,7 @@ def test_cli_prints_one_line_not_a_traceback(tmp_path):
     script = tmp_path / "run_with_oom.py"
     script.write_text(textwrap.dedent("""
         import sys, torch
-        from theta_ai.trainer import ThetaTrainer
+        from theta_ai.training.trainer import ThetaTrainer
         def step(self, model, inputs, num_items_in_batch=None):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test double)")
         ThetaTrainer.training_step = step
@@ -90,7 +90,7 @@ def test_the_retry_starts_after_the_failed_attempt_let_go_of_its_model(tmp_path,
 
     from transformers import TrainerCallback
 
-    from theta_ai.training import prepare_run
+    from theta_ai.training.run import prepare_run
 
     class SeeWhatIsAlive(TrainerCallback):
         def __init__(self):

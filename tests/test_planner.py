@@ -10,9 +10,9 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 from theta_ai.config import ConfigError, resolve_config
 from theta_ai.planner import (DEFAULT_GPU_MEMORY, GiB, LoraSpec, estimate_memory, parameter_bytes, parse_memory,
                               plan, plan_report, plan_table_markdown)
-from theta_ai.planner_activations import LOGITS_PEAK_BYTES
-from theta_ai.planner_measure import saved_tensor_bytes
-from theta_ai.planner_models import model_config, model_stats
+from theta_ai.planner.activations import LOGITS_PEAK_BYTES
+from theta_ai.planner.measure import saved_tensor_bytes
+from theta_ai.planner.models import model_config, model_stats
 
 GPT2_SIZES = {"gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080}
 NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from theta_ai import checkpoints as ckpt
+from theta_ai.training import checkpoints as ckpt
 from theta_ai.config import resolve_config
-from theta_ai.training import train
+from theta_ai.training.run import train
 from theta_fixtures import qa_records, tiny_train_config, write_json
 
 

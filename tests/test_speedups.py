@@ -7,7 +7,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
 
 from theta_ai.data import PaddingCollator
-from theta_ai.trainer import ThetaTrainer
+from theta_ai.training.trainer import ThetaTrainer
 from theta_fixtures import build_tiny_llama
 
 

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel, TrainerControl, TrainerState
 
-from theta_ai.callbacks import SpikeGuardCallback
+from theta_ai.training.callbacks import SpikeGuardCallback
 
 
 def tiny_gpt2(seed: int, tie: bool = True) -> GPT2LMHeadModel:
@@ -65,7 +65,7 @@ def edit_single(folder: Path, edit) -> None:
 
 @pytest.mark.parametrize("layout", ["sharded", "single"])
 def test_load_saved_weights_gives_exactly_the_saved_tensors(tmp_path, layout):
-    from theta_ai.weights import load_saved_weights
+    from theta_ai.model.weights import load_saved_weights
 
     saved = (sharded if layout == "sharded" else single)(tmp_path / "saved")
     model = tiny_gpt2(seed=1)
@@ -90,7 +90,7 @@ MISMATCHES = {
 
 @pytest.mark.parametrize("case", sorted(MISMATCHES))
 def test_mismatched_weights_raise_and_leave_the_model_alone(tmp_path, case):
-    from theta_ai.weights import WeightLoadError, load_saved_weights
+    from theta_ai.model.weights import WeightLoadError, load_saved_weights
 
     edit, problem = MISMATCHES[case]
     single(tmp_path / "saved")
@@ -104,7 +104,7 @@ def test_mismatched_weights_raise_and_leave_the_model_alone(tmp_path, case):
 
 
 def test_long_key_lists_are_shortened(tmp_path):
-    from theta_ai.weights import WeightLoadError, load_saved_weights
+    from theta_ai.model.weights import WeightLoadError, load_saved_weights
 
     single(tmp_path / "saved")
     edit_single(tmp_path / "saved", lambda w: w.update({f"extra.{i}": torch.zeros(1) for i in range(7)}))
@@ -114,7 +114,7 @@ def test_long_key_lists_are_shortened(tmp_path):
 
 
 def test_a_shard_missing_a_key_raises(tmp_path):
-    from theta_ai.weights import WeightLoadError, load_saved_weights
+    from theta_ai.model.weights import WeightLoadError, load_saved_weights
 
     folder = tmp_path / "saved"
     sharded(folder)
@@ -129,7 +129,7 @@ def test_a_shard_missing_a_key_raises(tmp_path):
 
 
 def test_a_missing_shard_raises(tmp_path):
-    from theta_ai.weights import WeightLoadError, load_saved_weights
+    from theta_ai.model.weights import WeightLoadError, load_saved_weights
 
     folder = tmp_path / "saved"
     sharded(folder)
@@ -142,7 +142,7 @@ def test_a_missing_shard_raises(tmp_path):
 
 
 def test_a_folder_without_weights_raises(tmp_path):
-    from theta_ai.weights import WeightLoadError, load_saved_weights
+    from theta_ai.model.weights import WeightLoadError, load_saved_weights
 
     tmp_path.joinpath("config.json").write_text("{}")
     with pytest.raises(WeightLoadError) as info:
@@ -153,7 +153,7 @@ def test_a_folder_without_weights_raises(tmp_path):
 
 def test_only_a_real_tie_may_be_left_out(tmp_path):
     """The tie is read off the live model, not off the key's name: an untied lm_head must be in the files."""
-    from theta_ai.weights import WeightLoadError, load_saved_weights
+    from theta_ai.model.weights import WeightLoadError, load_saved_weights
 
     saved = single(tmp_path / "untied", tie=False)
     assert "lm_head.weight" in load_file(str(tmp_path / "untied" / "model.safetensors"))
@@ -166,7 +166,7 @@ def test_only_a_real_tie_may_be_left_out(tmp_path):
 
 
 def test_has_saved_weights(tmp_path):
-    from theta_ai.weights import has_saved_weights
+    from theta_ai.model.weights import has_saved_weights
 
     single(tmp_path / "single")
     sharded(tmp_path / "sharded")

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from theta_ai.config import ConfigError, resolve_config
-from theta_ai.training import prepare_run, train
+from theta_ai.training.run import prepare_run, train
 from theta_fixtures import build_tiny_llama, qa_records, tiny_train_config, write_json
 
 CHECKPOINT_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -239,7 +239,7 @@ def test_restart_with_resume_auto_wins_over_load_checkpoint(two_epoch_run, tmp_p
 
 
 def test_each_run_gets_its_own_log_folder(tmp_path, monkeypatch):
-    from theta_ai import run_setup
+    from theta_ai.training import setup as run_setup
 
     monkeypatch.setattr(run_setup.time, "strftime", lambda fmt: "20261125-120000")  # two runs in the same second
     cfg = resolve_config(tiny_train_config(tmp_path))

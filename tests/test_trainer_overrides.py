@@ -11,7 +11,7 @@ import inspect
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from theta_ai.trainer import ThetaTrainer
+from theta_ai.training.trainer import ThetaTrainer
 
 
 def parameters(method) -> list[str]:

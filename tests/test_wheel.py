@@ -23,7 +23,7 @@ import pytest
 import theta_ai
 from theta_ai.cli.train import parse
 from theta_ai.config import ConfigError, resolve_config
-from theta_ai.sample_data import resolve_sample_paths, sample_dir, sample_names, sample_path
+from theta_ai.config.samples import resolve_sample_paths, sample_dir, sample_names, sample_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ["theta_sample_conversations.jsonl", "theta_sample_train.json", "theta_sample_val.json"]
@@ -160,7 +160,7 @@ def test_installed_wheel_runs_the_quick_start_from_an_empty_folder(tmp_path):
     env.setdefault("OMP_NUM_THREADS", "1")
     work = tmp_path / "work"
     work.mkdir()
-    probe = _run([python, "-c", "import theta_ai, theta_ai.sample_data as s; print(theta_ai.__file__); "
+    probe = _run([python, "-c", "import theta_ai, theta_ai.config.samples as s; print(theta_ai.__file__); "
                   "print(s.sample_path('theta_sample_train.json'))"], cwd=work, env=env).stdout.split("\n")
     venv = python.parent.parent.resolve()
     for line in probe[:2]:  # the wheel's copy, not src/ of the checkout through the editable install

@@ -16,28 +16,32 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    # errors
+    "ThetaError": "errors", "ConfigError": "errors", "DataError": "errors", "TemplateError": "errors",
+    "PackingUnsupportedError": "errors", "ModelLoadError": "errors", "WeightLoadError": "errors",
+    "DiskSpaceError": "errors", "RunLockedError": "errors", "TrainingOOMError": "errors",
     # configuration
-    "ConfigError": "config", "ThetaConfig": "config", "resolve_config": "config", "read_yaml_config": "config",
-    "OPTIONS": "config", "PRESETS": "presets",
+    "ThetaConfig": "config", "resolve_config": "config", "read_yaml_config": "config",
+    "OPTIONS": "config", "PRESETS": "config", "sample_path": "config.samples",
     # data
-    "DataError": "data", "Example": "data", "ExampleFormatter": "data", "FormatStats": "data",
-    "LoadResult": "data", "PaddingCollator": "data", "PackingUnsupportedError": "data", "TemplateError": "data",
+    "Example": "data", "ExampleFormatter": "data", "FormatStats": "data",
+    "LoadResult": "data", "PaddingCollator": "data",
     "check_packing_isolation": "data", "find_duplicates": "data", "find_leakage": "data",
     "load_examples": "data", "packing_collator": "data", "read_file": "data", "summarize_skipped": "data",
     # model
-    "ModelLoadError": "modeling", "build_theta_tiny": "modeling", "load_model_and_tokenizer": "modeling",
-    "set_dropout": "modeling",
+    "build_theta_tiny": "model.load", "load_model_and_tokenizer": "model.load",
+    "set_dropout": "model.load", "merge_adapter": "model.merge",
     # training
-    "ThetaTrainer": "trainer", "BestModelCallback": "callbacks", "PreparedRun": "training",
-    "TrainResult": "training", "prepare_run": "training", "train": "training", "dry_run_report": "training",
-    "latest_checkpoint": "checkpoints", "epoch_checkpoints": "checkpoints",
+    "ThetaTrainer": "training.trainer", "BestModelCallback": "training.callbacks", "PreparedRun": "training.run",
+    "TrainResult": "training.run", "prepare_run": "training.run", "train": "training.run", "dry_run_report": "training.run",
+    "latest_checkpoint": "training.checkpoints", "epoch_checkpoints": "training.checkpoints",
     # augmentation
     "AugmentConfig": "augment", "Augmenter": "augment",
     # evaluation
-    "EvalSettings": "evaluation", "EvalResult": "evaluation", "evaluate_model": "evaluation",
-    "evaluate_examples": "evaluation", "write_outputs": "evaluation", "GenerationEvalCallback": "eval_callback",
+    "EvalSettings": "eval.runner", "EvalResult": "eval.runner", "evaluate_model": "eval.runner",
+    "evaluate_examples": "eval.runner", "write_outputs": "eval.runner", "GenerationEvalCallback": "eval.callback",
     "compute_metrics": "metrics", "preprocess_logits_for_metrics": "metrics", "compute_text_metrics": "metrics",
-    "generate_answers": "generation",
+    "generate_answers": "eval.generation",
     # memory planning
     "estimate_memory": "planner", "plan": "planner", "parse_memory": "planner", "LoraSpec": "planner",
     "MemoryEstimate": "planner",

@@ -66,14 +66,14 @@ from typing import TYPE_CHECKING, Iterable
 
 # Besides what Augmenter needs, these imports re-export every public name the single-module
 # theta_ai.augment had (ConfigError, the token kinds, the word classes), so old imports keep working.
-from .config import AugmentConfig, AugmentConfigError, ConfigError
-from .lexicon import Lexicon, load_lexicon
-from .operations import _op_casing, _op_punctuation, _op_rephrase, _op_synonym, _op_typo, _op_word_dropout, _op_word_swap
-from .spans import BLOCK, CODE, PROT, PUNCT, WORD, WS, protected_spans, tokenize
-from .words import DROPPABLE, NEGATIONS, PARTICLES, QUESTION_STARTERS, STOPWORDS, WH_WORDS
+from theta_ai.augment.config import AugmentConfig, AugmentConfigError, ConfigError
+from theta_ai.augment.lexicon import Lexicon, load_lexicon
+from theta_ai.augment.operations import _op_casing, _op_punctuation, _op_rephrase, _op_synonym, _op_typo, _op_word_dropout, _op_word_swap
+from theta_ai.augment.spans import BLOCK, CODE, PROT, PUNCT, WORD, WS, protected_spans, tokenize
+from theta_ai.augment.words import DROPPABLE, NEGATIONS, PARTICLES, QUESTION_STARTERS, STOPWORDS, WH_WORDS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..data.formats import Example
+    from theta_ai.data.formats import Example
 
 __all__ = [
     "AugmentConfig", "AugmentConfigError", "Augmenter", "Lexicon", "load_lexicon", "preview",

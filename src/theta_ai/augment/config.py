@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..config import ConfigError
+from theta_ai.config import ConfigError
 
 
 class AugmentConfigError(ConfigError):
@@ -103,7 +103,7 @@ class AugmentConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "AugmentConfig":
         """Read a YAML file (``yaml.safe_load``) of ``key: value`` lines, optionally under an ``augment:`` key."""
-        from ..config import safe_load_yaml
+        from theta_ai.config import safe_load_yaml
 
         path = Path(path)
         data = safe_load_yaml(path, f"{path}: no such augmentation config file", AugmentConfigError)

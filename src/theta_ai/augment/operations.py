@@ -10,8 +10,8 @@ import random
 import re
 from typing import Mapping
 
-from .spans import BLOCK, CODE, PROT, PUNCT, WORD, WS, _join, tokenize
-from .words import (
+from theta_ai.augment.spans import BLOCK, CODE, PROT, PUNCT, WORD, WS, _join, tokenize
+from theta_ai.augment.words import (
     DROPPABLE, PARTICLES, QUESTION_STARTERS, STOPWORDS, WH_WORDS, _inverted, _is_acronym, _is_name,
     _is_negation, _match_case, _norm, _sentence_initial, _space, _wants_an,
 )

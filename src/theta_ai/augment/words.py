@@ -3,7 +3,7 @@ token-level tests the operations share (sentence start, names, acronyms, a/an)."
 
 from __future__ import annotations
 
-from .spans import PUNCT, WORD, WS
+from theta_ai.augment.spans import PUNCT, WORD, WS
 
 NEGATIONS = frozenset("not no never none nothing nobody nowhere neither nor without cannot".split())
 WH_WORDS = frozenset("what how why when where which who whom whose whether".split())

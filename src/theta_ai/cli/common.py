@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from theta_ai.errors import ThetaError
+
 USER_ERRORS_EXIT = 1
 USAGE_EXIT = 2
 _FORMAT = "[%(name)s] %(levelname)s %(message)s"
@@ -59,18 +61,6 @@ def closest_flag(flag: str, flags) -> str:
     return f"; did you mean {match[0]}?" if match else ""
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from ..disk import DiskSpaceError
-    from ..config import ConfigError
-    from ..data import DataError, PackingUnsupportedError, TemplateError
-    from ..modeling import ModelLoadError
-    from ..run_lock import RunLockedError
-    from ..training import TrainingOOMError
-
-    return (ConfigError, DataError, ModelLoadError, TemplateError, PackingUnsupportedError, DiskSpaceError,
-            TrainingOOMError, RunLockedError)
-
-
 def run_guarded(program: str, body: Callable[[], int]) -> int:
     """Run ``body``; a user error becomes one ``program: error: ...`` line and exit code 1."""
     try:
@@ -78,6 +68,6 @@ def run_guarded(program: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130
-    except user_error_types() as exc:
+    except ThetaError as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
         return USER_ERRORS_EXIT

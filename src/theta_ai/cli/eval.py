@@ -6,7 +6,7 @@
 
 Writes eval_results.json, predictions.jsonl and eval_report.md into --output (default
 ``<model folder>/eval/``) and prints a summary. Only argument parsing lives here; the work is
-:mod:`theta_ai.evaluation`.
+:mod:`theta_ai.eval.runner`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import parse_strictly, run_guarded, setup_logging
+from theta_ai.cli.common import parse_strictly, run_guarded, setup_logging
 
 PROG = "theta-eval"
 
@@ -36,7 +36,7 @@ def _non_negative(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..evaluation import EVAL_DIR, EvalSettings
+    from theta_ai.eval.runner import EVAL_DIR, EvalSettings
 
     d = EvalSettings()
     parser = argparse.ArgumentParser(
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 
     def body() -> int:
-        from ..eval_report import summary_lines
-        from ..evaluation import EVAL_DIR, EvalSettings, evaluate_model, log_to_tensorboard, write_outputs
+        from theta_ai.eval.report import summary_lines
+        from theta_ai.eval.runner import EVAL_DIR, EvalSettings, evaluate_model, log_to_tensorboard, write_outputs
 
         logger = setup_logging()
         settings = EvalSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,

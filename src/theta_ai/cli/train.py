@@ -11,7 +11,7 @@ Several GPUs (rank and world size come from the launcher)::
     accelerate launch --multi_gpu --num_processes 2 -m theta_ai.cli.train --data my_data/
     python -m torch.distributed.launch --nproc_per_node=2 -m theta_ai.cli.train --data my_data/ --distributed
 
-Only argument parsing lives here; the work is :mod:`theta_ai.training`.
+Only argument parsing lives here; the work is :mod:`theta_ai.training.run`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import argparse
 import logging
 import sys
 
-from ..config import OPTIONS, Option, _bool
-from ..presets import DEFAULT_PRESET, PRESETS
-from .common import attach_log_file, parse_strictly, run_guarded, setup_logging
+from theta_ai.config.options import OPTIONS, Option, _bool
+from theta_ai.config.presets import DEFAULT_PRESET, PRESETS
+from theta_ai.cli.common import attach_log_file, parse_strictly, run_guarded, setup_logging
 
 # Conventional shell codes for "stopped by a signal"; the overnight scripts do not restart on them.
 STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -86,8 +86,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def merge_command(adapter_dir: str, output: str | None) -> int:
-    from ..config import ConfigError
-    from ..lora import merge_adapter
+    from theta_ai.config import ConfigError
+    from theta_ai.model.merge import merge_adapter
 
     if not output:
         raise ConfigError("--merge-lora needs --output DIR for the merged model")
@@ -111,16 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         return run_guarded("theta-train", lambda: merge_command(merge_from, merge_to))
 
     def body() -> int:
-        from ..config import resolve_config
-        from ..run_setup import is_main_process
-        from ..training import dry_run_report, prepare_run, train
+        from theta_ai.config import resolve_config
+        from theta_ai.training.setup import is_main_process
+        from theta_ai.training.run import dry_run_report, prepare_run, train
 
         logger = setup_logging()
         if not is_main_process():
             logger.setLevel(logging.WARNING)  # rank 0 prints the banner and progress lines, once
         cfg = resolve_config(values, preset=preset, config_file=config_file)
         if cfg.plan:
-            from ..planner import plan_report
+            from theta_ai.planner import plan_report
 
             print("\n".join(plan_report(cfg, cfg.gpu_memory)))
             return 0

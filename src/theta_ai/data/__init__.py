@@ -1,9 +1,9 @@
 """The data pipeline: files -> Examples -> validation reports -> token ids -> batches."""
 
-from .collate import PaddingCollator, PackingUnsupportedError, check_packing_isolation, packing_collator
-from .formats import Example, LoadResult, load_examples, read_file, record_to_example
-from .tokenize import IGNORE_INDEX, ExampleFormatter, FormatStats, TemplateError, resolve_template
-from .validate import DataError, OverlapReport, SkippedItem, find_duplicates, find_leakage, summarize_skipped
+from theta_ai.data.collate import PaddingCollator, PackingUnsupportedError, check_packing_isolation, packing_collator
+from theta_ai.data.formats import Example, LoadResult, load_examples, read_file, record_to_example
+from theta_ai.data.tokenize import IGNORE_INDEX, ExampleFormatter, FormatStats, TemplateError, resolve_template
+from theta_ai.data.validate import DataError, OverlapReport, SkippedItem, find_duplicates, find_leakage, summarize_skipped
 
 __all__ = [
     "DataError", "Example", "ExampleFormatter", "FormatStats", "IGNORE_INDEX", "LoadResult", "OverlapReport",

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .formats import Example
+from theta_ai.data.formats import Example
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..augment import Augmenter
-    from .tokenize import ExampleFormatter
+    from theta_ai.augment import Augmenter
+    from theta_ai.data.tokenize import ExampleFormatter
 
 
 class AugmentedDataset(torch.utils.data.Dataset):

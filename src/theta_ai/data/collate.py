@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .tokenize import IGNORE_INDEX
+from theta_ai.data.tokenize import IGNORE_INDEX
+from theta_ai.errors import PackingUnsupportedError  # noqa: F401 (defined in errors.py)
 
 
 @dataclass
@@ -43,10 +44,6 @@ class PaddingCollator:
             labels[row, :n] = torch.as_tensor(feature["labels"], dtype=torch.long)
             attention_mask[row, :n] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-class PackingUnsupportedError(RuntimeError):
-    """The model would let packed examples attend to each other."""
 
 
 def packing_collator():

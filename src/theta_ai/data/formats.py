@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .validate import DataError, SkippedItem, summarize_skipped
+from theta_ai.data.validate import DataError, SkippedItem, summarize_skipped
 
 ROLES = ("system", "user", "assistant")
 TEXT_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}

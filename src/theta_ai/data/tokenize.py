@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .formats import Example
+from theta_ai.data.formats import Example
+from theta_ai.errors import TemplateError  # noqa: F401 (defined in errors.py)
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -26,10 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 IGNORE_INDEX = -100
 TEMPLATES = ("auto", "qa", "chat")
-
-
-class TemplateError(ValueError):
-    """The requested template cannot be used with this tokenizer."""
 
 
 @dataclass

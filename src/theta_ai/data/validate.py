@@ -14,33 +14,10 @@ import string
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
+from theta_ai.errors import DataError  # noqa: F401 (defined in errors.py)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .formats import Example
-
-
-class DataError(ValueError):
-    """A problem in the user's data, with where it is and how to fix it.
-
-    >>> str(DataError("train.jsonl", "line 3", "answer", "is empty", "write the answer text"))
-    'train.jsonl, line 3, field "answer": is empty. Fix: write the answer text.'
-    """
-
-    def __init__(self, file: str, where: str | None, field: str | None, problem: str, fix: str):
-        self.file = str(file)
-        self.where = where
-        self.field = field
-        self.problem = problem
-        self.fix = fix
-        super().__init__(self.describe())
-
-    def describe(self) -> str:
-        place = self.file
-        if self.where:
-            place += f", {self.where}"
-        if self.field:
-            place += f', field "{self.field}"'
-        return f"{place}: {self.problem}. Fix: {self.fix}."
+    from theta_ai.data.formats import Example
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from its local path (``evaluate.load(str(path))``), so nothing is looked up on t
 >>> scores["exact_match"], scores["rougeL"]  # doctest: +SKIP
 (1.0, 1.0)
 
-During training, :func:`~theta_ai.metrics.training.compute_metrics` with
-:func:`~theta_ai.metrics.training.preprocess_logits_for_metrics` gives token accuracy and perplexity
+During training, :func:`~theta_ai.metrics.trainer_metrics.compute_metrics` with
+:func:`~theta_ai.metrics.trainer_metrics.preprocess_logits_for_metrics` gives token accuracy and perplexity
 on answer tokens without keeping full logits.
 """
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .text import QA_KEYS, ROUGE_TYPES, answer_recall, exact_match, normalize_answer, rouge_scores, token_f1
-from .training import compute_metrics, preprocess_logits_for_metrics
+from theta_ai.metrics.text import QA_KEYS, ROUGE_TYPES, answer_recall, exact_match, normalize_answer, rouge_scores, token_f1
+from theta_ai.metrics.trainer_metrics import compute_metrics, preprocess_logits_for_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     import evaluate

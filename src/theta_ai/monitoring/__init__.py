@@ -62,10 +62,10 @@ __all__ = [
     "parameter_groups", "predictions_markdown", "read_memory", "run_hparams",
 ]
 
-from .base import GIB, MEMORY_WARNING_FRACTION
-from .gradients import GradientMonitorCallback, group_grad_norms, layer_group, parameter_groups
-from .system import MemoryCallback, MemoryReading, ThroughputCallback, memory_warning, read_memory
-from .text import (ConfigTextCallback, HParamsCallback, PredictionTextCallback, config_markdown, eval_loss_metrics,
+from theta_ai.monitoring.base import GIB, MEMORY_WARNING_FRACTION
+from theta_ai.monitoring.gradients import GradientMonitorCallback, group_grad_norms, layer_group, parameter_groups
+from theta_ai.monitoring.system import MemoryCallback, MemoryReading, ThroughputCallback, memory_warning, read_memory
+from theta_ai.monitoring.run_text import (ConfigTextCallback, HParamsCallback, PredictionTextCallback, config_markdown, eval_loss_metrics,
                    predictions_markdown, run_hparams)
 
 # ---------------------------------------------------------------------------- assembly

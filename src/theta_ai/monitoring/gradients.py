@@ -11,7 +11,7 @@ from typing import Any
 
 logger = logging.getLogger("theta_ai")
 
-from .base import _WriterCallback
+from theta_ai.monitoring.base import _WriterCallback
 
 # ---------------------------------------------------------------------------- layer groups
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 logger = logging.getLogger("theta_ai")
 
-from .base import GIB, MEMORY_WARNING_FRACTION, _WriterCallback
+from theta_ai.monitoring.base import GIB, MEMORY_WARNING_FRACTION, _WriterCallback
 
 # ---------------------------------------------------------------------------- throughput
 

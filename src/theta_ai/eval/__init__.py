@@ -1,0 +1,1 @@
+"""theta-eval: batched generation, the evaluation runner, error analysis, reports, and the training callback."""

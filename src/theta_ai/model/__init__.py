@@ -1,0 +1,1 @@
+"""Models: loading (hub id, folder, GGUF, adapter folder, theta-tiny), LoRA through peft, saved weights, folders."""

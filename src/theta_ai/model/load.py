@@ -1,0 +1,169 @@
+"""Load a causal LM and its tokenizer: a hub id, a local folder, or the embedded ``theta-tiny``.
+
+``theta-tiny`` needs no network: a GPT-2-architecture config shipped in the package
+(``resources/theta_tiny_config.json``) and a byte-level BPE tokenizer trained on the training
+texts with the ``tokenizers`` library (about a second for the bundled data). Both are saved with
+``save_pretrained`` in every checkpoint, so plain ``AutoModelForCausalLM.from_pretrained`` loads them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+from theta_ai.errors import ModelLoadError  # noqa: F401 (defined in errors.py)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger("theta_ai")
+
+THETA_TINY = "theta-tiny"
+EOS_TOKEN = "<|endoftext|>"
+
+
+@dataclass
+class LoadedModel:
+    model: "PreTrainedModel"
+    tokenizer: "PreTrainedTokenizerBase"
+    source: str
+
+
+def theta_tiny_config() -> dict:
+    """The shipped theta-tiny config (GPT-2 keys plus ``vocab_size_target``)."""
+    text = resources.files("theta_ai").joinpath("resources/theta_tiny_config.json").read_text()
+    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> "PreTrainedTokenizerBase":
+    """Train a byte-level BPE tokenizer on ``texts`` (deterministic for the same texts in the same order)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=2,
+                            special_tokens=[EOS_TOKEN], show_progress=False)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token=EOS_TOKEN,
+                                        bos_token=EOS_TOKEN, unk_token=EOS_TOKEN, pad_token=EOS_TOKEN)
+    tokenizer.model_max_length = theta_tiny_config()["n_positions"]
+    return tokenizer
+
+
+def build_theta_tiny(texts: Iterable[str], seed: int = 42) -> LoadedModel:
+    """A freshly initialised theta-tiny model with a tokenizer trained on ``texts``."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = theta_tiny_config()
+    tokenizer = train_tiny_tokenizer(texts, config.pop("vocab_size_target"))
+    eos = tokenizer.eos_token_id
+    gpt2_config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+                             **{k: v for k, v in config.items() if k not in ("model_type", "architectures")})
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(gpt2_config)
+    _align_special_tokens(model, tokenizer)
+    return LoadedModel(model, tokenizer, THETA_TINY)
+
+
+def _align_special_tokens(model, tokenizer) -> None:
+    """GPT-2-style tokenizers have no pad token: pad with EOS (labels are masked by position, so EOS still trains)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> "PreTrainedTokenizerBase":
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelLoadError(_explain(name_or_path, "tokenizer", exc)) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _explain(name: str, what: str, exc: Exception) -> str:
+    path = Path(name)
+    if path.exists() and path.is_dir():
+        return (f"{name} holds no loadable {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                "point --model-name/--model-path at a folder written by save_pretrained or by theta-train")
+    if path.exists():
+        return f"{name} is a file, not a model folder; point at the folder that holds config.json"
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return f"{name} does not exist; check the path"
+    return (f"could not load {what} {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"If it is a hub id, this machine may be offline: download it elsewhere and pass its local folder, "
+            f"or use --model-name {THETA_TINY}")
+
+
+def set_dropout(model, p: float) -> list[str]:
+    """Override every dropout probability in the config and modules; returns the config keys changed."""
+    import torch
+
+    changed = []
+    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout", "attention_dropout",
+                "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, p)
+            changed.append(key)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+    return changed
+
+
+def load_model_and_tokenizer(model_name: str, *, train_texts: Iterable[str] | None = None, seed: int = 42,
+                             trust_remote_code: bool = False, dtype: str | None = None,
+                             adapter: str = "merge") -> LoadedModel:
+    """Load ``model_name`` (hub id, local folder, LoRA adapter folder, or ``theta-tiny``) with a tokenizer that can pad.
+
+    ``train_texts`` is needed only for ``theta-tiny`` (its tokenizer is trained on them). An adapter folder
+    is loaded onto the base model its config names (a relative path counts from the adapter folder): merged
+    into it (``adapter="merge"``, for evaluation and export) or as a trainable ``PeftModel``
+    (``adapter="trainable"``, to train the adapter further).
+    """
+    from theta_ai.model.lora import adapter_base, is_adapter_folder, load_adapter
+
+    if is_adapter_folder(model_name):
+        try:
+            base_path = adapter_base(model_name)  # resolved against the adapter folder; says itself what is missing
+        except ValueError as exc:
+            raise ModelLoadError(f"{model_name} is a LoRA adapter whose base model cannot be loaded: {exc}") from None
+        try:
+            base = load_model_and_tokenizer(base_path, trust_remote_code=trust_remote_code, dtype=dtype)
+        except (ValueError, ModelLoadError) as exc:
+            raise ModelLoadError(f"{model_name} is a LoRA adapter whose base model cannot be loaded: {exc}") from None
+        tokenizer = load_tokenizer(model_name, trust_remote_code)
+        peft_model = load_adapter(model_name, base.model, trainable=adapter == "trainable")
+        model = peft_model.merge_and_unload() if adapter == "merge" else peft_model
+        return LoadedModel(model, tokenizer, model_name)
+    if model_name == THETA_TINY:
+        if train_texts is None:
+            raise ModelLoadError("theta-tiny trains its tokenizer on the training data; pass train_texts")
+        return build_theta_tiny(train_texts, seed)
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(model_name, trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_name, trust_remote_code=trust_remote_code,
+                                                     **({"dtype": dtype} if dtype else {}))
+    except Exception as exc:
+        raise ModelLoadError(_explain(model_name, "causal language model", exc)) from None
+    _align_special_tokens(model, tokenizer)
+    return LoadedModel(model, tokenizer, model_name)
+
+
+def training_texts(examples) -> list[str]:
+    """The texts the theta-tiny tokenizer is trained on: every message, plus the template words."""
+    texts = ["Question: \nAnswer: "]
+    for example in examples:
+        texts.extend(m["content"] for m in example.messages)
+    return texts

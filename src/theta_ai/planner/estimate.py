@@ -1,0 +1,384 @@
+"""GPU memory planner: the peak memory of a training step, and the fastest settings that fit a card.
+
+``theta-train --plan [--gpu-memory 12GB]`` prints both without allocating any GPU memory: parameter
+counts come from the model built on PyTorch's ``meta`` device (shapes, no storage), everything else
+from the model config. The library calls::
+
+    from transformers import GPT2Config
+    from theta_ai.planner import estimate_memory, plan, parse_memory
+    estimate_memory(GPT2Config(), batch_size=4, seq_len=512, precision="fp16").total
+    plan(GPT2Config(), effective_batch=16, seq_len=512, gpu_memory_bytes=parse_memory("12GiB")).lines()
+
+The estimate
+------------
+P parameters, T of them trainable (all, or only the LoRA adapters), P_mm the weights of matmul layers
+(linear layers and the LM head), L layers, hidden size h, intermediate size i, n heads, kv the
+key/value width, vocabulary V, N = batch x sequence tokens per micro-batch; ``a`` = 2 bytes for fp16/bf16
+mixed precision, 4 for fp32::
+
+    weights          4 P               fp32 always: Trainer's fp16/bf16 is autocast with fp32 master weights
+    autocast copies  a P_mm (a = 2)    fp16/bf16 only: autocast's half-precision weight copies, kept for backward
+    gradients        4 T               fp32, like the weights they belong to
+    optimizer        8 T               AdamW: two fp32 states (exp_avg, exp_avg_sq) per trainable parameter
+    activations      N (L A_layer + A_model)       tensors autograd saves for backward, see below
+    logits/loss      12 N V            three fp32 N x V tensors at the start of backward (see below)
+    overhead         512 MiB + 10 %    CUDA context and cuBLAS workspace + caching-allocator slack
+    total            the sum
+
+The sum is the memory at the start of the backward pass, the peak of a step: every activation is still
+alive, the cross-entropy is at its largest, and with gradient accumulation the gradients of earlier
+micro-batches are held too (with accumulation 1 they only build up as activations are freed, so the
+sum over-estimates by up to the gradient term). Trainer's default optimizer (fused AdamW) needs no
+step-sized temporaries, so the optimizer step itself is lower.
+
+**Activations.** Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
+Models" (eq. 2), give ``s b h (34 + 5 a s / h)`` bytes per layer for fp16 activations: 11 s b h for
+attention, 19 s b h for the MLP (i = 4h), 4 s b h for the two LayerNorms, and 5 a s^2 b for the
+attention scores, softmax and dropout. SDPA (flash / memory-efficient kernels, transformers' default)
+never stores the s x s scores: the ``5 a s / h`` term becomes a fp32 log-sum-exp per head (4 n bytes
+per token). The rest is adapted to what transformers' code actually saves (the per-tensor lists,
+checked with saved-tensor hooks, are in :mod:`theta_ai.planner.activations`), per token per layer:
+
+* GPT-2: ``(8 + 6a) h + (12 + 2a) i + 4 n + 16`` bytes, plus 2 h for the two residual dropout masks and
+  ``a s`` for SDPA's padding bias when batches are padded. The residual stream is fp32 (4 bytes, the
+  8 h), and HF's ``gelu_new`` is written in Python, so it keeps four N x i tensors, three of them fp32
+  (CUDA autocast runs ``pow`` in fp32): 16 i under mixed precision where Korthikanti counts 4 i. For
+  gpt2 that is about 86 h bytes per token per layer, where eq. 2 (without scores) gives 34 h.
+* Llama (also Mistral, Qwen2): ``30 h + 4 kv + 8 i + 4 n`` mixed, ``32 h + 8 kv + 16 i + 4 n`` fp32
+  (each linear layer saves its own half-precision cast of the fp32 RMSNorm output; RMSNorm keeps two
+  fp32 tensors); k and v are full width (kv = h) when a padding mask forces ``repeat_kv``.
+* anything else: eq. 2 without the score terms, with an fp32 residual stream:
+  ``8 h + a (4 h + 2 kv + 2 i) + 4 n`` bytes plus dropout masks.
+
+Around the layers (A_model): the final norm (fp32) and the LM head input (a h). Gradient checkpointing
+(transformers' non-reentrant checkpoint of each decoder layer) keeps only each layer's fp32 input,
+4 h per token per layer, plus one layer's full activations while it is recomputed in backward.
+
+**Logits and loss.** transformers computes the causal-LM loss in fp32 (``ForCausalLMLoss`` upcasts
+the logits); at the start of backward the saved log-softmax output, the gradient from ``nll_loss``
+and the gradient of the logits are three fp32 N x V tensors, 12 N V bytes. For GPT-2's 50,257-token
+vocabulary that is 0.6 MB per token (2.3 GiB for 8 x 512 tokens), three quarters of what gpt2's twelve
+layers keep.
+
+**LoRA** (``LoraSpec``): the base weights are frozen, so only the adapters (``r (in + out)`` per
+targeted linear layer, counted exactly on the meta model) have gradients and optimizer states.
+Activations still flow through every layer; autograd only stops saving the inputs of frozen, untargeted
+linear layers, RMSNorm's normalised tensor and the LM head input (weight gradients nobody needs), and
+adds each adapter's small r-wide activation (plus its input again and a dropout mask when
+``dropout > 0``).
+
+Assumptions: one GPU; the model is trained in fp32 weights (gpt2 checkpoints are fp32; load others with
+``dtype=torch.float32``); transformers' SDPA attention; every row is padded to ``seq_len`` (the
+``--max-seq-length`` worst case; length grouping makes most batches shorter); CUDA autocast rules.
+The CPU check in ``benchmarks/planner_check.py`` compares the activation lists with the bytes
+autograd actually saves; on a GPU it compares the total with ``torch.cuda.max_memory_allocated``.
+
+Fastest settings
+----------------
+:func:`plan` keeps the effective batch (per-device batch x gradient accumulation) exactly as asked,
+so the per-device batches tried are its divisors, and orders the candidates by a simple rule, fastest
+first:
+
+1. full fine-tuning before LoRA: LoRA trains something else, so it is used only when nothing else fits;
+2. without gradient checkpointing before with it: recomputing the forward pass costs about a third
+   more compute per step, more than fuller micro-batches win back;
+3. the largest per-device batch (fewest accumulation steps; bigger matmuls keep the GPU busier).
+
+The recommendation is the first candidate whose estimated total fits the target memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from theta_ai.config.options import parse_memory  # noqa: F401 (re-exported)
+from theta_ai.errors import ConfigError
+from theta_ai.planner.activations import (FP32, LOGITS_PEAK_BYTES, LOGITS_SAVED_BYTES, Saved, checkpointed_layer_saved,
+                                  layer_saved, model_saved, shape_of)
+from theta_ai.planner.models import lora_targets, model_config, model_stats
+
+GiB = 2**30
+CUDA_CONTEXT_BYTES = 512 * 2**20  # CUDA context, kernels and cuBLAS workspace: outside torch's allocator
+ALLOCATOR_SLACK = 0.10  # caching-allocator fragmentation (variable sequence lengths make it worse)
+DEFAULT_GPU_MEMORY = 12 * GiB  # the RTX 3060, theta_ai's reference card
+PRECISIONS = ("fp16", "bf16", "fp32")
+ADAMW_STATE_BYTES = 2 * FP32
+
+__all__ = ["LoraSpec", "MemoryEstimate", "Candidate", "Plan", "estimate_memory", "plan", "parse_memory",
+           "parameter_bytes", "plan_table_markdown", "plan_report", "model_config", "format_bytes",
+           "DEFAULT_GPU_MEMORY"]
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """LoRA settings the planner prices. ``target_modules`` uses peft's matching (a module whose name
+    equals or ends with ``.<target>``); ``"all-linear"`` means every linear layer except the LM head."""
+
+    r: int = 8
+    target_modules: tuple[str, ...] | str = "all-linear"
+    dropout: float = 0.0
+
+    def describe(self) -> str:
+        targets = self.target_modules if isinstance(self.target_modules, str) else ",".join(self.target_modules)
+        return f"r={self.r} on {targets}" + (f", dropout {self.dropout:g}" if self.dropout else "")
+
+
+@dataclass
+class MemoryEstimate:
+    """Estimated peak GPU memory of one training step, in bytes, term by term."""
+
+    weights: int
+    weight_copies: int
+    gradients: int
+    optimizer: int
+    activations: int
+    logits: int
+    overhead: int
+    total: int
+    # what it was computed for, and the pieces the tables and checks need
+    batch_size: int = 0
+    seq_len: int = 0
+    precision: str = "fp16"
+    gradient_checkpointing: bool = False
+    lora: LoraSpec | None = None
+    parameters: int = 0
+    trainable: int = 0
+    activation_parts: dict[str, int] = field(default_factory=dict)
+    logits_saved: int = 0  # the part of ``logits`` autograd saves in forward (the log-softmax output)
+
+    @property
+    def allocated(self) -> int:
+        """Everything but the overhead: what ``torch.cuda.max_memory_allocated`` should show."""
+        return self.total - self.overhead
+
+    @property
+    def saved_for_backward(self) -> int:
+        """Bytes of tensors autograd saves in forward (activations without the recompute, saved logits)."""
+        return self.activations - self.activation_parts.get("recomputed layer", 0) + self.logits_saved
+
+    def as_table(self) -> list[str]:
+        mp = "fp32" if self.precision == "fp32" else f"{self.precision} mixed precision"
+        rows = [
+            ("weights", self.weights, f"{self.weights / FP32 / 1e6:,.1f}M parameters x 4 B (fp32 master weights)"),
+            ("autocast copies", self.weight_copies, "half-precision copies of matmul weights" if self.weight_copies
+             else "none in fp32"),
+            ("gradients", self.gradients, f"{self.trainable / 1e6:,.2f}M trainable x 4 B"),
+            ("optimizer", self.optimizer, "AdamW: 2 fp32 states per trainable parameter"),
+            ("activations", self.activations, f"batch {self.batch_size} x {self.seq_len} tokens, {mp}"
+             + (", gradient checkpointing" if self.gradient_checkpointing else "")),
+            ("logits/loss", self.logits, "3 fp32 copies of batch x seq x vocab in the cross-entropy"),
+            ("overhead", self.overhead, f"CUDA context {format_bytes(CUDA_CONTEXT_BYTES)} + "
+             f"{ALLOCATOR_SLACK:.0%} allocator slack"),
+            ("total", self.total, "estimated peak"),
+        ]
+        return [f"  {name:<16}{format_bytes(value):>10}   {note}" for name, value, note in rows]
+
+
+def format_bytes(n: float) -> str:
+    return f"{n / GiB:.2f} GiB"
+
+
+def format_target(n: float) -> str:
+    return f"{format_bytes(n)} ({n / 1e9:.1f} GB)"
+
+
+def _precision(precision: str) -> str:
+    if precision == "auto":  # theta-train's auto is fp16 on CUDA, and a plan is for a CUDA card
+        return "fp16"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def parameter_bytes(config, dtype: Any = "fp32") -> int:
+    """Bytes of all parameters of ``config``'s causal LM in ``dtype`` (tied weights counted once).
+
+    The count is exact: the model is built on the ``meta`` device, which allocates nothing.
+    """
+    import torch
+
+    names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    dtype = names.get(dtype, dtype)
+    return model_stats(config).parameters * torch.empty((), dtype=dtype).element_size()
+
+
+def estimate_memory(config, *, batch_size: int, seq_len: int, precision: str = "fp16",
+                    gradient_checkpointing: bool = False, lora: LoraSpec | None = None,
+                    padded: bool = True) -> MemoryEstimate:
+    """Estimate the peak GPU memory of one training step of ``config``'s causal LM (see the module docstring).
+
+    ``padded``: batches carry a padding mask (theta-train's collator pads), which costs SDPA a bias per layer.
+    """
+    precision = _precision(precision)
+    if batch_size < 1 or seq_len < 1:
+        raise ConfigError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
+    stats = model_stats(config)
+    shape = shape_of(config)
+    a = FP32 if precision == "fp32" else 2
+    tokens = batch_size * seq_len
+
+    in_layer: dict[str, int] = {}  # LoRA-targeted linear layer -> in_features (inside a decoder layer)
+    outside: dict[str, int] = {}  # ... and outside the decoder layers (an LM head, if targeted)
+    if lora is not None:
+        in_layer, outside = lora_targets(stats, lora.target_modules)
+        trainable = sum(lora.r * (fin + fout) for _, fin, fout in stats.targeted(lora.target_modules))
+    else:
+        trainable = stats.parameters
+
+    def kept(entry: Saved) -> bool:
+        if not entry.owners or lora is None:
+            return True
+        return lora.dropout == 0 and any(owner in in_layer or owner in outside for owner in entry.owners)
+
+    def adapters(targets: dict[str, int]) -> float:  # lora_A's r-wide output; with dropout, its input and a mask
+        return sum(lora.r * a + ((a + 1) * fin if lora.dropout > 0 else 0) for fin in targets.values())
+
+    layer = sum(e.bytes_per_token for e in layer_saved(shape, a=a, seq_len=seq_len, padded=padded) if kept(e))
+    layer += adapters(in_layer)
+    around = sum(e.bytes_per_token for e in model_saved(shape, a=a) if kept(e)) + adapters(outside)
+    if gradient_checkpointing:
+        parts = {"checkpointed layer inputs": shape.layers * sum(e.bytes_per_token
+                                                                 for e in checkpointed_layer_saved(shape)),
+                 "recomputed layer": layer}
+    else:
+        parts = {"layers": shape.layers * layer}
+    parts["outside the layers"] = around
+    parts = {k: int(v * tokens) for k, v in parts.items()}
+    activations = sum(parts.values())
+
+    weights = (stats.parameters + (trainable if lora is not None else 0)) * FP32
+    weight_copies = stats.matmul_weights * a if a < FP32 else 0
+    gradients = trainable * FP32
+    optimizer = trainable * ADAMW_STATE_BYTES
+    logits = LOGITS_PEAK_BYTES * tokens * shape.vocab
+    allocated = weights + weight_copies + gradients + optimizer + activations + logits
+    overhead = CUDA_CONTEXT_BYTES + int(ALLOCATOR_SLACK * allocated)
+    return MemoryEstimate(weights, weight_copies, gradients, optimizer, activations, logits, overhead,
+                          allocated + overhead, batch_size, seq_len, precision, gradient_checkpointing, lora,
+                          stats.parameters, trainable, parts, LOGITS_SAVED_BYTES * tokens * shape.vocab)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    batch_size: int
+    grad_accum: int
+    gradient_checkpointing: bool
+    lora: LoraSpec | None
+    estimate: MemoryEstimate
+    fits: bool
+
+    def settings(self) -> str:
+        return (f"batch {self.batch_size} x accumulation {self.grad_accum}, gradient checkpointing "
+                f"{'on' if self.gradient_checkpointing else 'off'}, "
+                + (f"LoRA {self.lora.describe()}" if self.lora else "full fine-tuning"))
+
+    def flags(self) -> str:
+        flags = f"--batch-size {self.batch_size} --grad-accum {self.grad_accum} " + (
+            "--gradient-checkpointing" if self.gradient_checkpointing else "--no-gradient-checkpointing")
+        return flags + (f" --lora --lora-r {self.lora.r}" if self.lora else " --no-lora")
+
+
+@dataclass
+class Plan:
+    """The fastest settings that fit (``recommended``), with every candidate considered, fastest first."""
+
+    effective_batch: int
+    seq_len: int
+    gpu_memory_bytes: int
+    precision: str
+    candidates: list[Candidate]
+    recommended: Candidate
+    fits: bool
+    model: str = "model"
+
+    @property
+    def estimate(self) -> MemoryEstimate:
+        return self.recommended.estimate
+
+    def lines(self) -> list[str]:
+        rec = self.recommended
+        head = [f"memory plan: {self.model} ({rec.estimate.parameters / 1e6:,.1f}M parameters), "
+                f"{self.seq_len} tokens, effective batch {self.effective_batch}, {self.precision}, "
+                f"target {format_target(self.gpu_memory_bytes)}"]
+        if self.fits:
+            head.append(f"fastest settings that fit: {rec.settings()}; estimated peak "
+                        f"{format_bytes(rec.estimate.total)}")
+        else:
+            head.append(f"nothing fits in {format_bytes(self.gpu_memory_bytes)}: the smallest candidate, "
+                        f"{rec.settings()}, needs {format_bytes(rec.estimate.total)}; shorten --max-seq-length "
+                        f"or use a smaller model")
+        head.append(f"  flags: {rec.flags()}")
+        head += rec.estimate.as_table()
+        head.append("candidates, fastest first:")
+        head += [f"  {'fits ' if c.fits else 'over '} {format_bytes(c.estimate.total):>10}   {c.settings()}"
+                 for c in self.candidates]
+        return head
+
+
+def plan(config, *, effective_batch: int, seq_len: int, gpu_memory_bytes: int = DEFAULT_GPU_MEMORY,
+         precision: str = "fp16", lora: LoraSpec | None = LoraSpec(), padded: bool = True,
+         model: str | None = None) -> Plan:
+    """The fastest settings for ``config`` that fit ``gpu_memory_bytes`` (ranking: see the module docstring).
+
+    ``lora`` is the LoRA candidate's spec; ``None`` never proposes LoRA.
+    """
+    precision = _precision(precision)
+    if effective_batch < 1:
+        raise ConfigError(f"effective batch must be positive, got {effective_batch}")
+    batches = [b for b in range(effective_batch, 0, -1) if effective_batch % b == 0]
+    candidates = []
+    for lora_spec in [None] + ([lora] if lora is not None else []):
+        for checkpointing in (False, True):
+            for batch in batches:
+                est = estimate_memory(config, batch_size=batch, seq_len=seq_len, precision=precision,
+                                      gradient_checkpointing=checkpointing, lora=lora_spec, padded=padded)
+                candidates.append(Candidate(batch, effective_batch // batch, checkpointing, lora_spec, est,
+                                            est.total <= gpu_memory_bytes))
+    fitting = [c for c in candidates if c.fits]
+    best = fitting[0] if fitting else min(candidates, key=lambda c: c.estimate.total)
+    return Plan(effective_batch, seq_len, gpu_memory_bytes, precision, candidates, best, bool(fitting),
+                model or getattr(config, "name_or_path", "") or getattr(config, "model_type", "model"))
+
+
+README_MODELS = ("gpt2", "gpt2-medium", "gpt2-large")
+
+
+def plan_table_markdown(models=README_MODELS, seq_lens=(256, 512), *, gpu_memory_bytes: int = DEFAULT_GPU_MEMORY,
+                        effective_batch: int = 16, precision: str = "fp16") -> str:
+    """The README table: what :func:`plan` picks for each model and sequence length on the target card."""
+    head = ("| model | parameters | tokens | batch x accumulation | gradient checkpointing | LoRA | "
+            "estimated peak |\n|---|---:|---:|---|---|---|---:|\n")
+    rows = []
+    for name in models:
+        config = model_config(name)
+        for seq_len in seq_lens:
+            p = plan(config, effective_batch=effective_batch, seq_len=seq_len, gpu_memory_bytes=gpu_memory_bytes,
+                     precision=precision)
+            c = p.recommended
+            rows.append(f"| `{name}` | {c.estimate.parameters / 1e6:,.0f}M | {seq_len} | "
+                        f"{c.batch_size} x {c.grad_accum} | {'on' if c.gradient_checkpointing else 'off'} | "
+                        f"{c.lora.describe() if c.lora else 'off'} | {format_bytes(c.estimate.total)}"
+                        f"{'' if p.fits else ' (does not fit)'} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def plan_report(cfg, gpu_memory: str | int | None = None) -> list[str]:
+    """``theta-train --plan``: the estimate for the resolved configuration, then the plan. Allocates nothing."""
+    gpu_bytes = DEFAULT_GPU_MEMORY if gpu_memory is None else parse_memory(gpu_memory)
+    source = cfg.load_checkpoint or cfg.model_name
+    config = model_config(source, trust_remote_code=cfg.trust_remote_code)
+    precision = _precision(cfg.precision)
+    lora = None
+    if getattr(cfg, "lora", False):
+        targets = tuple(t.strip() for t in cfg.lora_target_modules.split(",")) if cfg.lora_target_modules else None
+        lora = LoraSpec(r=cfg.lora_r, target_modules=targets or "all-linear")
+    current = estimate_memory(config, batch_size=cfg.batch_size, seq_len=cfg.max_seq_length, precision=precision,
+                              gradient_checkpointing=cfg.gradient_checkpointing, lora=lora)
+    verdict = "fits" if current.total <= gpu_bytes else "does NOT fit"
+    lines = [f"your settings (batch {cfg.batch_size} x accumulation {cfg.grad_accum}, gradient checkpointing "
+             f"{'on' if cfg.gradient_checkpointing else 'off'}, LoRA {'r=%d' % cfg.lora_r if lora else 'off'}): estimated peak {format_bytes(current.total)}, "
+             f"{verdict} in {format_target(gpu_bytes)}", *current.as_table()]
+    result = plan(config, effective_batch=cfg.batch_size * cfg.grad_accum, seq_len=cfg.max_seq_length,
+                  gpu_memory_bytes=gpu_bytes, precision=precision, model=source)
+    return lines + result.lines()

@@ -1,0 +1,1 @@
+"""Training: what a run resolves (setup), the run itself (run), ThetaTrainer, checkpoints, disk, lock, callbacks."""

@@ -1,0 +1,33 @@
+"""One plain console / train.log line per evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger("theta_ai")
+
+
+class EpochSummaryCallback(TrainerCallback):
+    """One plain line per evaluation (epoch, losses, perplexity) for the console and the run log."""
+
+    def __init__(self):
+        self.last_train_loss: float | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.last_train_loss = logs["loss"]
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero or not metrics:
+            return
+        loss = metrics.get("eval_loss")
+        ppl = math.exp(loss) if loss is not None and loss < 50 else float("inf")
+        train = f"{self.last_train_loss:.4f}" if self.last_train_loss is not None else "-"
+        extra = "".join(f", {name} {metrics[key]:.4f}" for key, name in (
+            ("eval_token_accuracy", "answer-token accuracy"), ("eval_rougeL", "ROUGE-L")) if key in metrics)
+        logger.info("epoch %.0f: train loss %s, validation loss %.4f (perplexity %.2f)%s",
+                    state.epoch or 0, train, loss if loss is not None else float("nan"), ppl, extra)

@@ -1,0 +1,386 @@
+"""The theta-train pipeline as library calls: prepare a run, then train it.
+
+    files -> load_examples -> validation reports -> ExampleFormatter -> collator -> ThetaTrainer
+
+>>> from theta_ai import resolve_config, train
+>>> cfg = resolve_config({"epochs": 2}, preset="cpu-quickstart")   # doctest: +SKIP
+>>> result = train(cfg)                                              # doctest: +SKIP
+>>> result.best_dir                                                  # doctest: +SKIP
+PosixPath('models/quickstart/theta_best')
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from theta_ai.training import checkpoints as ckpt
+from theta_ai.config.training_args import build_training_arguments
+from theta_ai.config import ConfigError, ThetaConfig
+from theta_ai.data import ExampleFormatter, FormatStats, PaddingCollator, check_packing_isolation, packing_collator
+from theta_ai.data.formats import Example
+from theta_ai.data.tokenize import IGNORE_INDEX
+from theta_ai.model.load import LoadedModel, set_dropout
+from theta_ai.training.disk import CheckpointSizes, DiskSpaceError, checkpoint_sizes, is_disk_full
+from theta_ai.training.lock import RunLock, acquire
+from theta_ai.training.setup import (checkpoint_folder, describe_device, examples_to_jsonl, is_main_process, load_run_data,
+                        load_run_model, resume_checkpoint, run_log_dir, world_size)
+from theta_ai.errors import TrainingOOMError  # noqa: F401 (defined in errors.py)
+
+logger = logging.getLogger("theta_ai")
+
+
+@dataclass
+class PreparedRun:
+    """Everything a run needs, resolved and checked, before any training step."""
+
+    cfg: ThetaConfig
+    train_examples: list[Example]
+    val_examples: list[Example]
+    loaded: LoadedModel
+    formatter: ExampleFormatter
+    train_dataset: Any
+    val_dataset: Any
+    train_stats: FormatStats
+    val_stats: FormatStats
+    collator: Any
+    training_args: Any
+    checkpoint_dir: Path
+    log_dir: Path
+    resume_from: Path | None
+    world_size: int
+    notes: list[str] = field(default_factory=list)
+    augmenter: Any = None  # theta_ai.augment.Augmenter when --augment is on
+    trainer_train_dataset: Any = None  # what Trainer iterates: train_dataset, or its on-the-fly augmented view
+    lock: RunLock | None = None  # this process's hold on the checkpoint folder (none in a dry run / other ranks)
+    disk: CheckpointSizes | None = None
+
+    def close(self) -> None:
+        """Let go of the checkpoint folder (train() does this when it ends); safe to call twice."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def release_model(self) -> None:
+        """Drop every reference this run holds to its model and data, so their memory can be freed."""
+        self.loaded.model = None
+        self.train_dataset = self.val_dataset = self.trainer_train_dataset = self.collator = None
+
+    @property
+    def effective_batch(self) -> int:
+        return self.cfg.batch_size * self.cfg.grad_accum * self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        batches = math.ceil(len(self.train_dataset) / (self.cfg.batch_size * self.world_size))
+        return max(1, math.ceil(batches / self.cfg.grad_accum))
+
+    def banner(self) -> list[str]:
+        args = self.training_args
+        precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
+        return [
+            f"theta-train: preset {self.cfg.preset}, model {self.loaded.source} "
+            f"({sum(p.numel() for p in self.loaded.model.parameters()) / 1e6:.2f}M parameters), template {self.formatter.template}",
+            f"device {describe_device()}, precision {precision}, world size {self.world_size}",
+            f"effective batch {self.effective_batch} = {self.cfg.batch_size} per device x {self.cfg.grad_accum} "
+            f"accumulation x {self.world_size} process(es)",
+            f"examples: {len(self.train_dataset)} train, {len(self.val_dataset)} validation"
+            + ("" if self.cfg.val_data else f" (held out: --val-split {self.cfg.val_split:g}, seed {self.cfg.seed})")
+            + "; "
+            f"{self.steps_per_epoch} optimizer steps per epoch, {self.cfg.epochs:g} epochs",
+            f"checkpoints -> {self.checkpoint_dir}/ ; logs -> {self.log_dir}/ (tensorboard --logdir={self.cfg.logdir})"
+            + (f" ; resuming from {self.resume_from}" if self.resume_from else ""),
+        ] + ([self.disk.describe()] if self.disk else [])
+
+
+@dataclass
+class TrainResult:
+    checkpoint_dir: Path
+    best_dir: Path | None
+    final_dir: Path | None
+    log_dir: Path
+    metrics: dict[str, float]
+    checkpoints: list[Path]
+    stopped_by: str | None = None  # "SIGTERM" / "SIGINT" when a stop request ended the run early
+    last_checkpoint: Path | None = None
+
+
+def prepare_run(cfg: ThetaConfig) -> PreparedRun:
+    """Load and check data, model and arguments; no training step is taken."""
+    notes: list[str] = []
+    train_examples, val_examples = load_run_data(cfg, notes)
+    checkpoint_dir = checkpoint_folder(cfg, notes)
+    # Refuse a second run on the same folder before anything in it is touched (a dry run writes nothing).
+    lock = acquire(checkpoint_dir) if is_main_process() and not cfg.dry_run else None
+    try:
+        return _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> PreparedRun:
+    resume_from = resume_checkpoint(cfg, checkpoint_dir, notes)
+    saved_world = ckpt.read_run_info(resume_from).get("world_size") if resume_from is not None else None
+    if saved_world is not None and saved_world != world_size():
+        # Steps per epoch and each rank's shard depend on the process count: Trainer would resume at the wrong
+        # place in the data (a 2-process epoch-1 checkpoint is the middle of epoch 1 for one process).
+        raise ConfigError(f"--resume: {resume_from} was written by a {saved_world}-process run and this run has "
+                          f"{world_size()} process(es); resume with --nproc_per_node/--num_processes {saved_world}, "
+                          f"or start a new run from its weights with --load-checkpoint {resume_from}")
+
+    loaded = load_run_model(cfg, train_examples, checkpoint_dir, resume_from, notes)
+    formatter = ExampleFormatter(loaded.tokenizer, cfg.template, cfg.max_seq_length, cfg.train_on_prompt)
+    train_dataset, train_stats = formatter.encode_all(train_examples)
+    val_dataset, val_stats = formatter.encode_all(val_examples)
+    notes += [f"training data: {w}" for w in train_stats.warnings(cfg.max_seq_length)]
+    notes += [f"validation data: {w}" for w in val_stats.warnings(cfg.max_seq_length)]
+    if len(train_dataset) == 0 or len(val_dataset) == 0:
+        which = "training" if len(train_dataset) == 0 else "validation"
+        stats = train_stats if len(train_dataset) == 0 else val_stats
+        raise ConfigError(f"no {which} example is left after formatting: "
+                          + "; ".join(stats.warnings(cfg.max_seq_length)))
+
+    if cfg.dropout is not None:
+        changed = set_dropout(loaded.model, cfg.dropout)
+        if not changed:
+            notes.append(f"--dropout {cfg.dropout:g}: {type(loaded.model).__name__} has no dropout settings in its "
+                         "config; only dropout modules were changed")
+    augmenter = None
+    trainer_dataset = train_dataset
+    if cfg.augment:
+        from theta_ai.augment import AugmentConfig, Augmenter
+        from theta_ai.data.augmented import AugmentedDataset
+
+        aug_config = AugmentConfig.from_yaml(cfg.augment_config) if cfg.augment_config else AugmentConfig()
+        augmenter = Augmenter(aug_config, seed=cfg.seed)
+        trainer_dataset = AugmentedDataset([train_examples[i] for i in train_stats.kept], augmenter, formatter,
+                                           lengths=list(train_dataset["length"]))
+    elif cfg.augment_config:
+        notes.append("--augment-config is set but --augment is off; no augmentation is applied")
+    if cfg.packing:
+        check_packing_isolation(loaded.model)
+        collator = packing_collator()
+    else:
+        collator = PaddingCollator(pad_token_id=loaded.tokenizer.pad_token_id)
+    args = build_training_arguments(cfg, checkpoint_dir, notes)
+    run = PreparedRun(cfg, train_examples, val_examples, loaded, formatter, train_dataset, val_dataset,
+                      train_stats, val_stats, collator, args, checkpoint_dir, run_log_dir(cfg, resume_from),
+                      resume_from, world_size(), notes, augmenter, trainer_dataset, lock,
+                      checkpoint_sizes(loaded.model, cfg.epochs, cfg.save_total_limit))
+    total_steps = run.steps_per_epoch * cfg.epochs
+    if cfg.warmup_steps > total_steps:
+        notes.append(f"warmup {cfg.warmup_steps} steps is longer than the whole run ({total_steps:.0f} steps): "
+                     f"the learning rate never reaches {cfg.learning_rate:g}; lower --warmup-steps")
+    return run
+
+
+def describe_example(run: PreparedRun, index: int = 0) -> list[str]:
+    """One formatted training example with its label mask, for ``--dry-run``."""
+    example = run.train_examples[index]
+    row = run.formatter.encode(example)
+    tok = run.loaded.tokenizer
+    masked = [i for i, label in zip(row["input_ids"], row["labels"]) if label == IGNORE_INDEX]
+    trained = [i for i, label in zip(row["input_ids"], row["labels"]) if label != IGNORE_INDEX]
+    lines = [f"formatted example ({example.source}): {row['length']} tokens, {len(masked)} masked, {len(trained)} trained"]
+    marks = "".join("_" if label == IGNORE_INDEX else "^" for label in row["labels"])
+    lines.append(f"  full text      : {tok.decode(row['input_ids'])!r}")
+    lines.append(f"  label mask     : {marks}  (_ = -100, ^ = trained)")
+    lines.append(f"  trained tokens : {tok.decode(trained)!r}")
+    return lines
+
+
+def dry_run_report(run: PreparedRun) -> list[str]:
+    lines = ["resolved configuration:"]
+    for key, value in run.cfg.as_dict().items():
+        source = run.cfg.sources.get(key, "")
+        lines.append(f"  {key:<22} {value!r}" + (f"   ({source})" if source and source != "default" else ""))
+    lines.append(f"train tokens: {run.train_stats.summary()}")
+    lines.append(f"validation tokens: {run.val_stats.summary()}")
+    lines += describe_example(run)
+    if run.augmenter is not None:
+        from theta_ai.augment import preview
+
+        lines.append(f"augmentation: {run.augmenter.config.describe()}")
+        for original, augmented in preview(run.train_examples, run.augmenter, n=3):
+            lines.append(f"  original : {original!r}")
+            lines.append(f"  augmented: {augmented!r}")
+    return lines
+
+
+def _run_info(run: PreparedRun) -> dict:
+    cfg = run.cfg
+    return {"theta_ai_version": _version(), "preset": cfg.preset, "model_name": cfg.model_name,
+            "template": run.formatter.template, "max_seq_length": cfg.max_seq_length,
+            "train_on_prompt": cfg.train_on_prompt, "data": cfg.data, "val_data": cfg.val_data,
+            "val_split": None if cfg.val_data else cfg.val_split, "seed": cfg.seed, "log_dir": str(run.log_dir),
+            "validation_file": ckpt.VALIDATION_FILE, "world_size": run.world_size}
+
+
+def _version() -> str:
+    from theta_ai import __version__
+
+    return __version__
+
+
+def build_trainer(run: PreparedRun, callbacks: list | None = None):
+    """The ThetaTrainer for a prepared run, with theta_ai's callbacks (plus ``callbacks``)."""
+    from transformers import EarlyStoppingCallback
+
+    from theta_ai.training.callbacks import (BestModelCallback, EpochAwareDatasetCallback, EpochSummaryCallback,
+                            GracefulStopCallback, SpikeGuardCallback)
+    from theta_ai.training.trainer import ThetaTrainer
+
+    from theta_ai.eval.callback import GenerationEvalCallback
+    from theta_ai.metrics.trainer_metrics import compute_metrics, preprocess_logits_for_metrics
+
+    cfg = run.cfg
+    writer = None
+    if is_main_process():
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(run.log_dir))
+    theta_callbacks: list = []
+    generation = None
+    if cfg.generation_eval:  # first: it adds eval_rougeL & co. before anything reads the metrics
+        generation = GenerationEvalCallback(run.val_examples, run.formatter, num_examples=cfg.generation_eval,
+                                            seed=cfg.seed, batch_size=cfg.batch_size, tb_writer=writer)
+        theta_callbacks.append(generation)
+    theta_callbacks += [BestModelCallback(run.checkpoint_dir, run.training_args.metric_for_best_model,
+                                          with_optimizer=cfg.spike_guard),
+                        EpochSummaryCallback(), GracefulStopCallback()]
+    if writer is not None:
+        from transformers.integrations import TensorBoardCallback
+
+        from theta_ai.monitoring import monitoring_callbacks
+
+        # before TensorBoardCallback: it closes the writer in on_train_end, and hparams are written in ours
+        theta_callbacks += monitoring_callbacks(writer, cfg.as_dict(), cfg.grad_log_steps, cfg.histogram_steps,
+                                                generation_callback=generation)
+        theta_callbacks.append(TensorBoardCallback(tb_writer=writer))
+    if run.trainer_train_dataset is not run.train_dataset:
+        theta_callbacks.append(EpochAwareDatasetCallback(run.trainer_train_dataset))
+    if cfg.early_stopping_patience:
+        theta_callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    if cfg.spike_guard:
+        theta_callbacks.append(SpikeGuardCallback(run.checkpoint_dir, cfg.spike_factor, cfg.spike_lr_factor,
+                                                  cfg.spike_max_rollbacks, writer))
+    return ThetaTrainer(model=run.loaded.model, args=run.training_args, data_collator=run.collator,
+                        compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+                        train_dataset=run.trainer_train_dataset, eval_dataset=run.val_dataset,
+                        processing_class=run.loaded.tokenizer, callbacks=theta_callbacks + list(callbacks or []),
+                        run_info=_run_info(run),
+                        validation_jsonl=examples_to_jsonl(run.val_examples),
+                        keep_checkpoints=run.cfg.save_total_limit)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def oom_message(cfg: ThetaConfig) -> str:
+    """What to tell a user whose run ran out of GPU memory: the peak reached and the planner's suggestion."""
+    import torch
+
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+        reached = f"peak allocated {peak:.2f} GiB of {total:.2f} GiB"
+    else:
+        reached = "no CUDA memory statistics on this device"
+    try:
+        from theta_ai.planner import plan_report
+
+        suggestion = next((line.strip() for line in plan_report(cfg, cfg.gpu_memory) if line.strip().startswith("flags:")),
+                          None)
+    except Exception:  # the planner cannot describe every model; the rest of the advice still holds
+        suggestion = None
+    advice = (f"the planner suggests {suggestion[len('flags: '):]}" if suggestion else
+              "lower --batch-size and raise --grad-accum by the same factor, or --max-seq-length, or add --gradient-checkpointing")
+    return (f"CUDA out of memory at batch {cfg.batch_size} x accumulation {cfg.grad_accum} ({reached}); {advice}; "
+            f"or pass --auto-batch-size to halve the batch automatically (theta-train --plan shows the estimate)")
+
+
+def train(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks: list | None = None) -> TrainResult:
+    """Train a resolved configuration end to end; on CUDA out of memory, stop with advice or (``--auto-batch-size``)
+    halve the per-device batch, double the accumulation (same effective batch) and start again.
+
+    A full disk anywhere in the run becomes one :class:`DiskSpaceError` line. The checkpoint folder's lock
+    is released when this returns or raises. See :func:`train_once` for what one attempt does.
+    """
+    run = prepared
+    try:
+        while True:
+            run = run or prepare_run(cfg)
+            try:
+                return train_once(cfg, run, callbacks)
+            except Exception as exc:  # noqa: BLE001 - out-of-memory and full-disk errors handled, the rest re-raised
+                if is_disk_full(exc) and not isinstance(exc, DiskSpaceError):
+                    raise DiskSpaceError(f"the disk holding {run.checkpoint_dir}/ is full ({exc}); the checkpoints "
+                                         "written so far are intact. Free some space, then continue with "
+                                         "--resume auto") from None
+                if not _is_oom(exc):
+                    raise
+            # Out of memory. Outside the except block, so the traceback (which pins the failed attempt's
+            # trainer, model and optimizer) is gone; the prepared run, which the caller may still hold, lets go
+            # of its model too, and only then is the memory released for the next attempt or the user.
+            run.release_model()
+            release_memory()
+            if not cfg.auto_batch_size or cfg.batch_size == 1 or ckpt.latest_checkpoint(run.checkpoint_dir) is not None:
+                if cfg.auto_batch_size and cfg.batch_size > 1:
+                    raise TrainingOOMError(oom_message(cfg) + "; --auto-batch-size does not restart a run that "
+                                           "already wrote checkpoints (their step counts would not match)")
+                raise TrainingOOMError(oom_message(cfg))
+            values = dict(cfg.values, batch_size=cfg.batch_size // 2, grad_accum=cfg.grad_accum * 2)
+            logger.warning("CUDA out of memory at batch %d x accumulation %d: --auto-batch-size retries with batch "
+                           "%d x accumulation %d (same effective batch)", cfg.batch_size, cfg.grad_accum,
+                           values["batch_size"], values["grad_accum"])
+            cfg = ThetaConfig(cfg.preset, cfg.config_file, dict(cfg.training_args), values,
+                              dict(cfg.sources, batch_size="--auto-batch-size", grad_accum="--auto-batch-size"))
+            run.close()
+            run = None
+    finally:
+        if run is not None:
+            run.close()
+
+
+def release_memory() -> None:
+    """Collect garbage and empty the accelerator's cache (accelerate's helper: CUDA, XPU, MPS, ...)."""
+    from accelerate.utils.memory import clear_device_cache
+
+    clear_device_cache(garbage_collection=True)
+
+
+def train_once(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks: list | None = None) -> TrainResult:
+    """Train a resolved configuration end to end and publish ``theta_final``.
+
+    SIGTERM or Ctrl+C stop the run after saving a checkpoint at the current step; the result then has
+    ``stopped_by`` set and no ``theta_final`` is written. ``callbacks`` are extra ``TrainerCallback``s.
+    """
+    from theta_ai.training.callbacks import GracefulStopCallback
+
+    run = prepared or prepare_run(cfg)
+    trainer = build_trainer(run, callbacks)
+    stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, GracefulStopCallback))
+    try:
+        output = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    finally:  # Trainer skips on_train_end when training raises: put the previous handlers back regardless
+        stop.on_train_end(trainer.args, trainer.state, trainer.control)
+    best = run.checkpoint_dir / ckpt.BEST_DIR
+    final_dir = None
+    if stop.received is None:
+        final_dir = run.checkpoint_dir / ckpt.FINAL_DIR
+        staging = final_dir.with_name(final_dir.name + ckpt.STAGING_SUFFIX)
+        trainer.save_model(str(staging))
+        if trainer.args.should_save:
+            trainer.write_run_files(staging)
+            ckpt.publish(staging, final_dir)
+    return TrainResult(run.checkpoint_dir, best if best.is_dir() else None, final_dir, run.log_dir,
+                       dict(output.metrics), [p for _, p in ckpt.epoch_checkpoints(run.checkpoint_dir)],
+                       stop.received, ckpt.latest_checkpoint(run.checkpoint_dir))

@@ -1,0 +1,200 @@
+"""Everything a run resolves before training: device facts, data and validation split, the checkpoint
+folder (and what to resume), the log folder, and the model (fresh, fine-tuned, resumed, LoRA-wrapped).
+
+Each function takes the resolved :class:`~theta_ai.config.ThetaConfig` and appends anything it changed
+or noticed to ``notes`` (printed as warning lines by the CLI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+from theta_ai.config.launch import is_main_process, world_size  # noqa: F401 (re-exported)
+from theta_ai.training import checkpoints as ckpt
+from theta_ai.config import ConfigError, ThetaConfig
+from theta_ai.data import find_duplicates, find_leakage, load_examples, summarize_skipped
+from theta_ai.data.formats import Example
+from theta_ai.model.load import THETA_TINY, LoadedModel, load_model_and_tokenizer, training_texts
+
+
+def describe_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return f"cuda ({props.name}, {props.total_memory / 2**30:.1f} GiB)"
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def split_validation(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """A seeded split: the same data, fraction and seed always give the same validation set."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(examples) * fraction))
+    if len(examples) - n_val < 1:
+        raise ConfigError(f"only {len(examples)} example(s): too few to hold out a validation split; "
+                          "add data or pass --val-data")
+    val_idx = set(order[:n_val])
+    train = [e for i, e in enumerate(examples) if i not in val_idx]
+    val = [e for i, e in enumerate(examples) if i in val_idx]
+    return train, val
+
+
+def load_run_data(cfg: ThetaConfig, notes: list[str]) -> tuple[list[Example], list[Example]]:
+    if not cfg.data:
+        raise ConfigError("no training data: pass --data PATH (a file or folder; see docs/dataset_guide.md) "
+                          "or use --preset cpu-quickstart for the bundled sample data")
+    loaded = load_examples(cfg.data, skip_invalid=cfg.skip_invalid)
+    notes += summarize_skipped(loaded.skipped)
+    if cfg.val_data:
+        val_loaded = load_examples(cfg.val_data, skip_invalid=cfg.skip_invalid)
+        notes += summarize_skipped(val_loaded.skipped)
+        train, val = loaded.examples, val_loaded.examples
+    else:
+        train, val = split_validation(loaded.examples, cfg.val_split, cfg.seed)
+    notes += find_duplicates(train).lines()
+    notes += find_leakage(train, val).lines()
+    return train, val
+
+
+def examples_to_jsonl(examples: list[Example]) -> str:
+    return "".join(json.dumps({"messages": e.messages, "domain": e.domain}, ensure_ascii=False) + "\n"
+                   for e in examples)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_folder(cfg: ThetaConfig, notes: list[str]) -> Path:
+    """The folder this run writes to: ``--checkpoint-dir``, or a sub-folder of its own for a fine-tuning run."""
+    directory = Path(cfg.checkpoint_dir)
+    chosen_by_user = cfg.sources["checkpoint_dir"] == "command line" or cfg.sources["checkpoint_dir"].startswith("config")
+    if cfg.load_checkpoint and not chosen_by_user:
+        source = Path(cfg.load_checkpoint)
+        if source.resolve().parent == directory.resolve():
+            # The guide's `--load-checkpoint models/theta_checkpoint_epoch_26`: the new run must not mix its
+            # epoch checkpoints with the old run's in models/, so it gets a sub-folder of its own.
+            directory = directory / f"finetune_from_{source.name}"
+            notes.append(f"--load-checkpoint: {source} lies in the checkpoint folder {cfg.checkpoint_dir}/, so this "
+                         f"fine-tuning run writes to {directory}/ (pass --checkpoint-dir to choose)")
+    return directory
+
+
+def resume_checkpoint(cfg: ThetaConfig, directory: Path, notes: list[str]) -> Path | None:
+    """Tidy up after a crash (names theta_ai wrote only; a dry run only reports) and pick what to resume.
+
+    A fresh run is refused when the folder holds any checkpoint of an earlier run (epoch, mid-epoch,
+    best or final), so it can never delete or mix with another run's checkpoints.
+    """
+    if is_main_process():
+        lines = ckpt.recover(directory, dry_run=cfg.dry_run)
+        notes += [f"--dry-run: {line}" if cfg.dry_run else line for line in lines]
+    resume_from = None
+    if cfg.resume == "auto":
+        resume_from, damaged = ckpt.resume_point(directory)
+        notes += damaged
+        if resume_from is None and not damaged:
+            notes.append(f"--resume auto: no complete checkpoint in {directory}/, starting a fresh run")
+    elif cfg.resume:
+        resume_from = Path(cfg.resume)
+        problem = ckpt.checkpoint_problem(resume_from) if resume_from.is_dir() else "no such folder"
+        if problem:
+            raise ConfigError(f"--resume {cfg.resume}: not a complete theta-train checkpoint ({problem}); "
+                              f"use --resume auto or a theta_checkpoint_epoch_N folder")
+    if resume_from is not None and cfg.load_checkpoint:
+        notes.append(f"resuming from {resume_from}; --load-checkpoint {cfg.load_checkpoint} only applies to a fresh start")
+    elif resume_from is None and cfg.resume is None and ckpt.own_checkpoints(directory):
+        found = ckpt.own_checkpoints(directory)
+        newest = ckpt.latest_checkpoint(directory) or found[-1] if len(found) else None
+        raise ConfigError(f"{directory}/ already holds checkpoints of an earlier run (newest: {newest.name}). "
+                          f"Continue it with --resume auto, or write this run elsewhere with --checkpoint-dir")
+    return resume_from
+
+
+def run_log_dir(cfg: ThetaConfig, resume_from: Path | None) -> Path:
+    """``logs/<preset>-<start time>``; a resumed run continues in the folder recorded with its checkpoint."""
+    if resume_from is not None:
+        previous = ckpt.read_run_info(resume_from).get("log_dir")
+        if previous and Path(previous).is_dir():
+            return Path(previous)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.logdir) / f"{cfg.preset}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+# ---------------------------------------------------------------------------- prepare / train
+
+
+def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_dir: Path,
+                   resume_from: Path | None, notes: list[str]) -> LoadedModel:
+    """The model to train: fresh, from ``--load-checkpoint``, or from the checkpoint to resume; LoRA-wrapped with ``--lora``.
+
+    A resumed run rebuilds the model from the checkpoint's files (for LoRA: the base the adapter names, with
+    the adapter configuration saved next to it -- r, alpha, dropout and target modules -- whatever the
+    ``--lora-*`` flags say), and Trainer then restores the checkpoint's weights and optimizer into it.
+    ``--load-checkpoint ADAPTER --lora`` likewise keeps training the saved adapter as it was configured.
+    A dry run wraps the model (to report its trainable parameters) but writes no ``theta_base/``.
+    """
+    from theta_ai.model.lora import (adapter_base, base_reference, describe_lora, differing_lora_flags, is_adapter_folder,
+                       load_adapter, save_base_model, wrap_with_lora)
+    from theta_ai.model.load import load_tokenizer
+
+    def load(source: str, adapter: str = "merge") -> LoadedModel:
+        texts = training_texts(train_examples) if source == THETA_TINY else None
+        return load_model_and_tokenizer(source, train_texts=texts, seed=cfg.seed,
+                                        trust_remote_code=cfg.trust_remote_code, adapter=adapter)
+
+    targets = [t.strip() for t in cfg.lora_target_modules.split(",")] if cfg.lora_target_modules else None
+    source = str(resume_from) if resume_from else cfg.load_checkpoint or cfg.model_name
+    saved_adapter = None
+    if resume_from is not None and is_adapter_folder(resume_from):
+        saved_adapter = resume_from
+    elif cfg.load_checkpoint and is_adapter_folder(cfg.load_checkpoint) and cfg.lora:
+        saved_adapter = Path(cfg.load_checkpoint)  # keep training the same adapter
+    if saved_adapter is not None:
+        base = adapter_base(saved_adapter)
+        loaded = load(base)
+        if saved_adapter != resume_from:
+            loaded.tokenizer = load_tokenizer(str(saved_adapter), cfg.trust_remote_code)
+        loaded.model = load_adapter(saved_adapter, loaded.model, trainable=True)
+        config = loaded.model.peft_config["default"]
+        config.base_model_name_or_path = base_reference(base, checkpoint_dir)  # as seen from this run's checkpoints
+        ignored = differing_lora_flags(config, cfg)
+        if ignored and saved_adapter == resume_from:
+            notes.append(f"--resume: the checkpoint's LoRA adapter was trained with {describe_lora(config)}; "
+                         f"it resumes with those (ignored: {', '.join(ignored)})")
+        elif ignored:
+            notes.append(f"--load-checkpoint: the LoRA adapter in {saved_adapter} was trained with "
+                         f"{describe_lora(config)}; training continues with those (ignored: {', '.join(ignored)})")
+    else:
+        loaded = load(source)
+        if cfg.load_checkpoint and is_adapter_folder(cfg.load_checkpoint):
+            notes.append(f"--load-checkpoint {cfg.load_checkpoint} is a LoRA adapter: it was merged into its base "
+                         "model and all weights train (add --lora to keep training the adapter instead)")
+        if cfg.lora:
+            base = source
+            if source == THETA_TINY:
+                base = (checkpoint_dir / ckpt.BASE_DIR).resolve()
+                if not cfg.dry_run:  # a dry run writes nothing
+                    base = save_base_model(loaded.model, loaded.tokenizer, checkpoint_dir).resolve()
+            loaded.model = wrap_with_lora(loaded.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets,
+                                          base_reference(base, checkpoint_dir))
+    if source != cfg.model_name:
+        loaded.source = f"{cfg.model_name if cfg.sources['model_name'] != 'default' else 'model'} from {source}"
+    if cfg.lora or saved_adapter is not None:
+        trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in loaded.model.parameters())
+        loaded.source += (f" + LoRA r={loaded.model.peft_config['default'].r} "
+                          f"({trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train)")
+    return loaded
