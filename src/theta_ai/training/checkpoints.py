@@ -125,7 +125,13 @@ def global_step_of(checkpoint: Path) -> int:
 
 
 def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The complete checkpoint (epoch or mid-epoch) with the highest global step, or None."""
+    """The complete checkpoint (epoch or mid-epoch) with the highest global step, or None.
+
+    Not ``transformers.trainer_utils.get_last_checkpoint``: it only knows ``checkpoint-N`` names (which
+    theta_ai uses for unfinished staging folders only), orders by the number in the name (an epoch
+    number here, a step number in ``theta_checkpoint_step_S``) and cannot tell a truncated folder from a
+    whole one (checked against transformers 5.24).
+    """
     candidates = [p for _, p in epoch_checkpoints(checkpoint_dir)] + [p for _, p in step_checkpoints(checkpoint_dir)]
     return max(candidates, key=global_step_of, default=None)
 
