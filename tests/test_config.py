@@ -139,3 +139,77 @@ def test_readme_table_is_the_generated_one():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split(README_TABLE_START, 1)[1].split(README_TABLE_END, 1)[0]
     assert block.strip() == options_table_markdown().strip()
+
+
+def test_misspelt_field_is_an_error_at_construction_and_assignment():
+    from theta_ai.config import ThetaConfig
+
+    with pytest.raises(TypeError, match="lora_rr"):
+        ThetaConfig(lora_rr=4)
+    cfg = ThetaConfig(lora_r=4)
+    assert cfg.lora_r == 4
+    with pytest.raises(AttributeError, match=r"ThetaConfig has no field 'lora_rr'; did you mean 'lora_r'\?"):
+        cfg.lora_rr = 4
+    with pytest.raises(AttributeError):
+        cfg.lora_rr  # noqa: B018 - reading an unknown name is an AttributeError too
+    with pytest.raises(KeyError, match=r"did you mean 'batch_size'"):
+        cfg.values["batch_sise"] = 2
+    with pytest.raises(TypeError):
+        ThetaConfig("rtx3060")  # keyword-only: no positional order to get wrong
+
+
+def test_options_are_the_dataclass_fields():
+    from dataclasses import MISSING, fields
+
+    from theta_ai.config import ThetaConfig
+    from theta_ai.config.options import _bool, _keep_limit
+
+    option_fields = [f for f in fields(ThetaConfig) if "help" in f.metadata]
+    assert [o.name for o in OPTIONS] == [f.name for f in option_fields]
+    assert {f.name for f in fields(ThetaConfig)} - {o.name for o in OPTIONS} == {
+        "preset", "config_file", "training_args", "sources"}
+    defaults = ThetaConfig()
+    for option, f in zip(OPTIONS, option_fields):
+        assert option.help == f.metadata["help"] and option.help, option.name
+        assert option.group == f.metadata["group"] and option.choices == f.metadata["choices"], option.name
+        assert option.default == getattr(defaults, option.name), option.name
+        assert option.default == (f.default_factory() if f.default is MISSING else f.default), option.name
+    by_name = {o.name: o for o in OPTIONS}
+    assert by_name["data"].repeatable and by_name["data"].type is str and by_name["data"].default == []
+    assert by_name["lora"].type is _bool and by_name["save_total_limit"].type is _keep_limit
+    assert by_name["lora_r"].type is int and by_name["neftune_alpha"].type is float
+    assert by_name["precision"].choices == ("auto", "fp16", "bf16", "fp32")
+    assert [o.group for o in OPTIONS] == sorted((o.group for o in OPTIONS), key=[
+        "data", "model", "training", "enhanced", "checkpoints", "run"].index)  # grouped as --help shows them
+    assert ThetaConfig().data is not ThetaConfig().data  # a fresh list per config
+
+
+def test_fields_are_typed():
+    from typing import get_type_hints
+
+    from theta_ai.config import ThetaConfig
+
+    hints = get_type_hints(ThetaConfig)
+    assert hints["lora_r"] is int and hints["epochs"] is float and hints["spike_guard"] is bool
+    assert hints["data"] == list[str] and hints["neftune_alpha"] == float | None
+    assert hints["load_checkpoint"] == str | None and hints["sources"] == dict[str, str]
+    cfg = resolve_config({"lora_r": "16", "epochs": "2", "spike_guard": "yes"})
+    assert (cfg.lora_r, cfg.epochs, cfg.spike_guard) == (16, 2.0, True)
+    assert type(cfg.lora_r) is int and type(cfg.epochs) is float
+
+
+def test_values_view_and_replace():
+    from dataclasses import replace
+
+    cfg = resolve_config({"batch_size": 8}, preset="cpu-quickstart")
+    values = dict(cfg.values)
+    assert list(values) == [o.name for o in OPTIONS] and values["batch_size"] == 8 == cfg.values["batch_size"]
+    assert cfg.as_dict() == {"preset": "cpu-quickstart", "config_file": None, **values, "training_args": {}}
+    cfg.values["checkpoint_dir"] = "elsewhere"  # writes through to the field
+    assert cfg.checkpoint_dir == "elsewhere" and dict(cfg.values)["checkpoint_dir"] == "elsewhere"
+    values["epochs"] = 1.0  # a dict() of the view is a copy
+    assert cfg.epochs != 1.0
+    smaller = replace(cfg, batch_size=4, grad_accum=2, sources=dict(cfg.sources, batch_size="--auto-batch-size"))
+    assert (smaller.batch_size, smaller.grad_accum, smaller.model_name) == (4, 2, "theta-tiny")
+    assert smaller.sources["batch_size"] == "--auto-batch-size" and cfg.sources["batch_size"] == "command line"
+    assert (cfg.batch_size, cfg.preset) == (8, "cpu-quickstart")

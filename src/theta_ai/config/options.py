@@ -1,18 +1,22 @@
 """The one option table: every theta-train flag, YAML key, default, help text and the README table.
 
-The CLI flags, their help, the YAML keys and the README table are all generated from :data:`OPTIONS`;
-presets (:mod:`theta_ai.config.presets`) list only what they change.
+The table is the :class:`ThetaConfig` dataclass: one typed field per option, its help, group, choices and
+metavar as field metadata. :data:`OPTIONS` is read from those fields, and the CLI flags, their help, the YAML
+keys and the README table are generated from :data:`OPTIONS`; presets (:mod:`theta_ai.config.presets`) list
+only what they change.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from collections.abc import MutableMapping
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from theta_ai.config.presets import PRESETS
+from theta_ai.config.presets import DEFAULT_PRESET, PRESETS
 from theta_ai.errors import ConfigError
 
 
@@ -58,74 +62,188 @@ _keep_limit.__name__ = "number of checkpoints (or all)"
 DATA, MODEL, TRAINING, ENHANCED, CHECKPOINTS, RUN = "data", "model", "training", "enhanced", "checkpoints", "run"
 SCHEDULERS = ("linear", "cosine", "cosine-restarts", "plateau", "constant")
 
-OPTIONS: tuple[Option, ...] = (
+
+def option(default: Any, help: str, group: str, *, parse: Any = None, flag: str | None = None,
+           choices: tuple | None = None, metavar: str | None = None) -> Any:
+    """One :class:`ThetaConfig` option field: ``field(default=..., metadata={"help": ..., ...})``.
+
+    The flag's parser comes from the field's type (``bool`` -> true/false words, ``list[str]`` -> a repeatable
+    flag, ``int | None`` -> ``int``) unless ``parse`` names another; a list default is a fresh list per config.
+    """
+    metadata = {"help": help, "group": group, "parse": parse, "flag": flag, "choices": choices, "metavar": metavar}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(kw_only=True)
+class ThetaConfig:
+    """The resolved configuration of one run: one typed field per option, plus raw TrainingArguments overrides.
+
+    The option fields *are* the option table: :data:`OPTIONS` (the flags, their help, the YAML keys and the
+    README table) is read from them. An unknown name is an error at construction (``TypeError``) and at
+    assignment (``AttributeError`` naming the closest field).
+    """
+
+    # ---- where the values came from (not options)
+    preset: str = DEFAULT_PRESET
+    config_file: str | None = None
+    training_args: dict[str, Any] = field(default_factory=dict)  # TrainingArguments fields, passed through
+    sources: dict[str, str] = field(default_factory=dict)  # option name -> "default", "preset X", "command line", ...
+
     # ---- data
-    Option("data", str, [], "training data: file, folder or saved dataset (repeatable)", DATA, repeatable=True, metavar="PATH"),
-    Option("val_data", str, [], "validation data (repeatable); without it --val-split is used", DATA, repeatable=True, metavar="PATH"),
-    Option("val_split", float, 0.1, "fraction of the training data held out for validation (seeded)", DATA),
-    Option("skip_invalid", _bool, False, "skip bad records/files with a summary instead of stopping", DATA),
-    Option("template", str, "auto", "prompt format: chat template if the tokenizer has one (auto), Question/Answer (qa), or chat", DATA, choices=("auto", "qa", "chat")),
-    Option("max_seq_length", int, 512, "longest example in tokens; longer ones are cut with a counted warning", DATA),
-    Option("train_on_prompt", _bool, False, "compute the loss on prompt tokens too (default: answers only)", DATA),
-    Option("packing", _bool, False, "pack several examples into one row (refused where the model would mix them)", DATA),
-    Option("group_by_length", _bool, True, "batch examples of similar length together (less padding)", DATA),
+    data: list[str] = option([], "training data: file, folder or saved dataset (repeatable)", DATA, metavar="PATH")
+    val_data: list[str] = option([], "validation data (repeatable); without it --val-split is used", DATA, metavar="PATH")
+    val_split: float = option(0.1, "fraction of the training data held out for validation (seeded)", DATA)
+    skip_invalid: bool = option(False, "skip bad records/files with a summary instead of stopping", DATA)
+    template: str = option("auto", "prompt format: chat template if the tokenizer has one (auto), Question/Answer (qa), "
+                           "or chat", DATA, choices=("auto", "qa", "chat"))
+    max_seq_length: int = option(512, "longest example in tokens; longer ones are cut with a counted warning", DATA)
+    train_on_prompt: bool = option(False, "compute the loss on prompt tokens too (default: answers only)", DATA)
+    packing: bool = option(False, "pack several examples into one row (refused where the model would mix them)", DATA)
+    group_by_length: bool = option(True, "batch examples of similar length together (less padding)", DATA)
+
     # ---- model
-    Option("model_name", str, "gpt2", "hub id, local model folder, or theta-tiny (offline, built-in)", MODEL),
-    Option("trust_remote_code", _bool, False, "allow model code from the model folder/hub (off unless you trust it)", MODEL),
-    Option("load_checkpoint", str, None, "start a new fine-tuning run from this checkpoint's weights (fresh optimizer)", MODEL, metavar="PATH"),
-    Option("lora", _bool, False, "train LoRA adapters (peft) instead of all weights; checkpoints then hold the adapter", MODEL),
-    Option("lora_r", int, 8, "LoRA rank", MODEL),
-    Option("lora_alpha", int, 16, "LoRA scaling numerator (the update is scaled by alpha / r)", MODEL),
-    Option("lora_dropout", float, 0.05, "dropout on the LoRA branch", MODEL),
-    Option("lora_target_modules", str, None, "comma-separated module names; default: the architecture's attention and "
-           "MLP projections (GPT-2 c_attn,c_proj,c_fc; Llama q/k/v/o and gate/up/down)", MODEL, metavar="NAMES"),
+    model_name: str = option("gpt2", "hub id, local model folder, or theta-tiny (offline, built-in)", MODEL)
+    trust_remote_code: bool = option(False, "allow model code from the model folder/hub (off unless you trust it)", MODEL)
+    load_checkpoint: str | None = option(None, "start a new fine-tuning run from this checkpoint's weights (fresh "
+                                         "optimizer)", MODEL, metavar="PATH")
+    lora: bool = option(False, "train LoRA adapters (peft) instead of all weights; checkpoints then hold the adapter",
+                        MODEL)
+    lora_r: int = option(8, "LoRA rank", MODEL)
+    lora_alpha: int = option(16, "LoRA scaling numerator (the update is scaled by alpha / r)", MODEL)
+    lora_dropout: float = option(0.05, "dropout on the LoRA branch", MODEL)
+    lora_target_modules: str | None = option(None, "comma-separated module names; default: peft's all-linear, "
+                                             "every linear layer but the LM head (GPT-2 c_attn,c_proj,c_fc; Llama "
+                                             "q/k/v/o and gate/up/down)", MODEL, metavar="NAMES")
+
     # ---- training
-    Option("epochs", float, 100.0, "number of training epochs", TRAINING),
-    Option("batch_size", int, 4, "per-device batch size", TRAINING),
-    Option("grad_accum", int, 4, "gradient accumulation steps", TRAINING),
-    Option("learning_rate", float, 5e-5, "peak learning rate", TRAINING),
-    Option("warmup_steps", int, 500, "linear warmup steps", TRAINING),
-    Option("weight_decay", float, 0.01, "AdamW weight decay", TRAINING),
-    Option("precision", str, "auto", "auto = fp16 on CUDA, fp32 on CPU; bf16 where the card supports it", TRAINING, choices=("auto", "fp16", "bf16", "fp32")),
-    Option("gradient_checkpointing", _bool, False, "recompute activations in backward to save memory", TRAINING),
-    Option("auto_batch_size", _bool, False, "on CUDA out of memory, halve --batch-size, double --grad-accum (same "
-           "effective batch) and start again", TRAINING),
-    Option("logging_steps", int, 10, "log training loss and learning rate every N optimizer steps", TRAINING),
-    Option("seed", int, 42, "random seed (model init, data order, validation split)", TRAINING),
+    epochs: float = option(100.0, "number of training epochs", TRAINING)
+    batch_size: int = option(4, "per-device batch size", TRAINING)
+    grad_accum: int = option(4, "gradient accumulation steps", TRAINING)
+    learning_rate: float = option(5e-5, "peak learning rate", TRAINING)
+    warmup_steps: int = option(500, "linear warmup steps", TRAINING)
+    weight_decay: float = option(0.01, "AdamW weight decay", TRAINING)
+    precision: str = option("auto", "auto = fp16 on CUDA, fp32 on CPU; bf16 where the card supports it", TRAINING,
+                            choices=("auto", "fp16", "bf16", "fp32"))
+    gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory", TRAINING)
+    auto_batch_size: bool = option(False, "on CUDA out of memory, halve --batch-size, double --grad-accum (same "
+                                   "effective batch) and start again", TRAINING)
+    logging_steps: int = option(10, "log training loss and learning rate every N optimizer steps", TRAINING)
+    seed: int = option(42, "random seed (model init, data order, validation split)", TRAINING)
+
     # ---- enhanced training: augmentation, schedules, regularization, stopping, spike guard
-    Option("augment", _bool, False, "augment training questions on the fly (seeded, different every epoch)", ENHANCED),
-    Option("augment_config", str, None, "YAML file tuning the augmentation mix (see docs/enhanced_training.md)", ENHANCED, metavar="FILE.yaml"),
-    Option("neftune_alpha", float, None, "NEFTune noise on token embeddings (Trainer's neftune_noise_alpha), e.g. 5", ENHANCED),
-    Option("lr_scheduler", str, "linear", "learning-rate schedule after warmup", ENHANCED, choices=SCHEDULERS),
-    Option("warmup_ratio", float, None, "warmup as a fraction of all steps (instead of --warmup-steps)", ENHANCED),
-    Option("lr_cycles", int, 3, "cosine-restarts: number of hard restarts over the run", ENHANCED),
-    Option("lr_factor", float, 0.5, "plateau: multiply the learning rate by this when validation loss stalls", ENHANCED),
-    Option("lr_patience", int, 2, "plateau: evaluations without improvement before lowering the learning rate", ENHANCED),
-    Option("dropout", float, None, "override the model's dropout probabilities (residual, embedding, attention)", ENHANCED),
-    Option("label_smoothing", float, 0.0, "label smoothing factor for the loss", ENHANCED),
-    Option("early_stopping_patience", int, None, "stop after N evaluations without improvement (theta_best is kept)", ENHANCED, metavar="N"),
-    Option("spike_guard", _bool, False, "roll back to the best weights when validation loss spikes or training loss is NaN", ENHANCED),
-    Option("spike_factor", float, 1.5, "spike guard: a validation loss above best x this is a spike", ENHANCED),
-    Option("spike_lr_factor", float, 0.5, "spike guard: multiply the learning rate by this after a rollback", ENHANCED),
-    Option("spike_max_rollbacks", int, 3, "spike guard: stop cleanly after this many rollbacks", ENHANCED),
+    augment: bool = option(False, "augment training questions on the fly (seeded, different every epoch)", ENHANCED)
+    augment_config: str | None = option(None, "YAML file tuning the augmentation mix (see docs/enhanced_training.md)",
+                                        ENHANCED, metavar="FILE.yaml")
+    neftune_alpha: float | None = option(None, "NEFTune noise on token embeddings (Trainer's neftune_noise_alpha), "
+                                         "e.g. 5", ENHANCED)
+    lr_scheduler: str = option("linear", "learning-rate schedule after warmup", ENHANCED, choices=SCHEDULERS)
+    warmup_ratio: float | None = option(None, "warmup as a fraction of all steps (instead of --warmup-steps)", ENHANCED)
+    lr_cycles: int = option(3, "cosine-restarts: number of hard restarts over the run", ENHANCED)
+    lr_factor: float = option(0.5, "plateau: multiply the learning rate by this when validation loss stalls", ENHANCED)
+    lr_patience: int = option(2, "plateau: evaluations without improvement before lowering the learning rate", ENHANCED)
+    dropout: float | None = option(None, "override the model's dropout probabilities (residual, embedding, attention)",
+                                   ENHANCED)
+    label_smoothing: float = option(0.0, "label smoothing factor for the loss", ENHANCED)
+    early_stopping_patience: int | None = option(None, "stop after N evaluations without improvement (theta_best is "
+                                                 "kept)", ENHANCED, metavar="N")
+    spike_guard: bool = option(False, "roll back to the best weights when validation loss spikes or training loss is "
+                               "NaN", ENHANCED)
+    spike_factor: float = option(1.5, "spike guard: a validation loss above best x this is a spike", ENHANCED)
+    spike_lr_factor: float = option(0.5, "spike guard: multiply the learning rate by this after a rollback", ENHANCED)
+    spike_max_rollbacks: int = option(3, "spike guard: stop cleanly after this many rollbacks", ENHANCED)
+
     # ---- checkpoints
-    Option("checkpoint_dir", str, "models", "where theta_checkpoint_epoch_N, theta_best and theta_final go", CHECKPOINTS, metavar="DIR"),
-    Option("save_total_limit", _keep_limit, 3, "keep the newest N epoch checkpoints, or all (theta_best and "
-           "theta_final are always kept; the banner shows the disk the run needs)", CHECKPOINTS, metavar="N|all"),
-    Option("resume", str, None, "continue an interrupted run: auto (newest complete checkpoint) or PATH", CHECKPOINTS, metavar="auto|PATH"),
-    Option("metric_for_best", str, "eval_loss", "validation metric that picks theta_best (lower is better for loss)", CHECKPOINTS),
+    checkpoint_dir: str = option("models", "where theta_checkpoint_epoch_N, theta_best and theta_final go",
+                                 CHECKPOINTS, metavar="DIR")
+    save_total_limit: int = option(3, "keep the newest N epoch checkpoints, or all (theta_best and theta_final are "
+                                   "always kept; the banner shows the disk the run needs)", CHECKPOINTS,
+                                   parse=_keep_limit, metavar="N|all")  # 0 = keep every epoch checkpoint
+    resume: str | None = option(None, "continue an interrupted run: auto (newest complete checkpoint) or PATH",
+                                CHECKPOINTS, metavar="auto|PATH")
+    metric_for_best: str = option("eval_loss", "validation metric that picks theta_best (lower is better for loss)",
+                                  CHECKPOINTS)
+
     # ---- run
-    Option("logdir", str, "logs", "TensorBoard and text logs root; each run gets its own sub-folder", RUN, metavar="DIR"),
-    Option("grad_log_steps", int, 50, "log per-layer-group gradient norms every N optimizer steps (0 = off)", RUN, metavar="N"),
-    Option("histogram_steps", int, 0, "write gradient and weight histograms every N optimizer steps (0 = off)", RUN, metavar="N"),
-    Option("generation_eval", int, 8, "at each evaluation, answer N fixed validation questions: ROUGE-L/BLEU/EM scalars "
-           "and example predictions in TensorBoard (0 = off; needed for --metric-for-best rougeL)", RUN, metavar="N"),
-    Option("plan", _bool, False, "print the estimated peak GPU memory and the fastest settings that fit --gpu-memory, "
-           "then exit (loads no data, allocates nothing)", RUN),
-    Option("gpu_memory", str, None, "target GPU memory for --plan: 12GiB (the RTX 3060, default), 12GB = 10^9 bytes, 8000MB", RUN, metavar="SIZE"),
-    Option("dry_run", _bool, False, "load and check everything, print the plan and one formatted example, then exit", RUN),
-    Option("distributed", _bool, False, "accepted for torch.distributed.launch compatibility; the launcher's environment decides", RUN),
-)
+    logdir: str = option("logs", "TensorBoard and text logs root; each run gets its own sub-folder", RUN, metavar="DIR")
+    grad_log_steps: int = option(50, "log per-layer-group gradient norms every N optimizer steps (0 = off)", RUN,
+                                 metavar="N")
+    histogram_steps: int = option(0, "write gradient and weight histograms every N optimizer steps (0 = off)", RUN,
+                                  metavar="N")
+    generation_eval: int = option(8, "at each evaluation, answer N fixed validation questions: ROUGE-L/BLEU/EM "
+                                  "scalars and example predictions in TensorBoard (0 = off; needed for "
+                                  "--metric-for-best rougeL)", RUN, metavar="N")
+    plan: bool = option(False, "print the estimated peak GPU memory and the fastest settings that fit --gpu-memory, "
+                        "then exit (loads no data, allocates nothing)", RUN)
+    gpu_memory: str | None = option(None, "target GPU memory for --plan: 12GiB (the RTX 3060, default), 12GB = 10^9 "
+                                    "bytes, 8000MB", RUN, metavar="SIZE")
+    dry_run: bool = option(False, "load and check everything, print the plan and one formatted example, then exit", RUN)
+    distributed: bool = option(False, "accepted for torch.distributed.launch compatibility; the launcher's environment "
+                               "decides", RUN)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        fields_ = type(self).__dataclass_fields__
+        if name not in fields_:
+            raise AttributeError(f"ThetaConfig has no field {name!r}{closest(name, fields_)}")
+        object.__setattr__(self, name, value)
+
+    @property
+    def values(self) -> ConfigValues:
+        """The options as a mapping, option name -> value (a live view of the fields; ``dict(cfg.values)`` copies)."""
+        return ConfigValues(self)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"preset": self.preset, "config_file": self.config_file, **self.values,
+                "training_args": dict(self.training_args)}
+
+
+class ConfigValues(MutableMapping):
+    """``cfg.values``: the option fields of a :class:`ThetaConfig` by name. Reads and writes go to the fields
+    (a write passes the same unknown-name guard); options cannot be deleted."""
+
+    __slots__ = ("_cfg",)
+
+    def __init__(self, cfg: ThetaConfig) -> None:
+        self._cfg = cfg
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in OPTION_BY_NAME:
+            raise KeyError(name)
+        return getattr(self._cfg, name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in OPTION_BY_NAME:
+            raise KeyError(f"unknown option {name!r}{closest(name, OPTION_BY_NAME)}")
+        setattr(self._cfg, name, value)
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError(f"cannot delete option {name!r} from a ThetaConfig")
+
+    def __iter__(self):
+        return iter(OPTION_BY_NAME)
+
+    def __len__(self) -> int:
+        return len(OPTION_BY_NAME)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+def _option_of(f: Field, hint: Any) -> Option:
+    """The :class:`Option` row of one ThetaConfig field: name, parser, default and help from the field."""
+    repeatable = get_origin(hint) is list
+    if repeatable or get_origin(hint) in (Union, UnionType):  # list[str] -> str, int | None -> int
+        hint = next(arg for arg in get_args(hint) if arg is not type(None))
+    meta = f.metadata
+    parse = meta["parse"] or (_bool if hint is bool else hint)
+    default = f.default_factory() if f.default is MISSING else f.default
+    return Option(f.name, parse, default, meta["help"], meta["group"], flag=meta["flag"], choices=meta["choices"],
+                  repeatable=repeatable, metavar=meta["metavar"])
+
+
+_HINTS = get_type_hints(ThetaConfig)
+OPTIONS: tuple[Option, ...] = tuple(_option_of(f, _HINTS[f.name]) for f in fields(ThetaConfig) if "help" in f.metadata)
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 BOOL_OPTIONS = {o.name for o in OPTIONS if o.type is _bool}
 

@@ -3,34 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from theta_ai.config.presets import DEFAULT_PRESET, PRESETS
 from theta_ai.errors import ConfigError
-from theta_ai.config.options import OPTION_BY_NAME, OPTIONS, _coerce, closest
+from theta_ai.config.options import OPTION_BY_NAME, OPTIONS, ThetaConfig, _coerce, closest
 from theta_ai.config.yaml import read_yaml_config
 
-
-@dataclass
-class ThetaConfig:
-    """The resolved configuration of one run: every option plus raw TrainingArguments overrides."""
-
-    preset: str = DEFAULT_PRESET
-    config_file: str | None = None
-    training_args: dict[str, Any] = field(default_factory=dict)
-    values: dict[str, Any] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-
-    def __getattr__(self, name: str) -> Any:
-        values = self.__dict__.get("values", {})
-        if name in values:
-            return values[name]
-        raise AttributeError(name)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"preset": self.preset, "config_file": self.config_file, **self.values,
-                "training_args": dict(self.training_args)}
+__all__ = ["LOSS_METRICS", "ThetaConfig", "metric_key", "resolve_config"]  # ThetaConfig lives with the option table
 
 
 LOSS_METRICS = ("eval_loss", "eval_perplexity")  # lower is better; every other metric: higher is better
@@ -55,10 +35,8 @@ def resolve_config(cli_values: dict[str, Any] | None = None, preset: str | None 
     if preset_name not in PRESETS:
         raise ConfigError(f"unknown preset {preset_name!r}{closest(preset_name, PRESETS)} "
                           f"(presets: {', '.join(PRESETS)})")
-    cfg = ThetaConfig(preset=preset_name, config_file=str(config_file) if config_file else None)
-    for option in OPTIONS:
-        cfg.values[option.name] = list(option.default) if option.repeatable else option.default
-        cfg.sources[option.name] = "default"
+    cfg = ThetaConfig(preset=preset_name, config_file=str(config_file) if config_file else None,
+                      sources={option.name: "default" for option in OPTIONS})
     layers = [(f"preset {preset_name}", PRESETS[preset_name]), (f"config {config_file}", yaml_values),
               ("command line", cli_values)]
     for origin, layer in layers:
@@ -68,13 +46,13 @@ def resolve_config(cli_values: dict[str, Any] | None = None, preset: str | None 
                 continue
             if key not in OPTION_BY_NAME:
                 raise ConfigError(f"{origin}: unknown option {key!r}{closest(key, OPTION_BY_NAME)}")
-            cfg.values[key] = _coerce(OPTION_BY_NAME[key], value, origin)
+            setattr(cfg, key, _coerce(OPTION_BY_NAME[key], value, origin))
             cfg.sources[key] = origin
     from theta_ai.config.samples import resolve_sample_paths  # sample:NAME -> the sample data shipped inside the package
 
     for name in ("data", "val_data"):
         origin = f"{OPTION_BY_NAME[name].cli_flag} (from {cfg.sources[name]})"
-        cfg.values[name] = resolve_sample_paths(cfg.values[name], origin)
+        setattr(cfg, name, resolve_sample_paths(getattr(cfg, name), origin))
     _check_values(cfg)
     return cfg
 
@@ -82,29 +60,32 @@ def resolve_config(cli_values: dict[str, Any] | None = None, preset: str | None 
 def _check_values(cfg: ThetaConfig) -> None:
     positive = ("epochs", "batch_size", "grad_accum", "max_seq_length", "logging_steps")
     for name in positive:
-        if cfg.values[name] is None or cfg.values[name] <= 0:
-            raise ConfigError(f"{name} must be positive, got {cfg.values[name]!r} (from {cfg.sources[name]})")
+        value = getattr(cfg, name)
+        if value is None or value <= 0:
+            raise ConfigError(f"{name} must be positive, got {value!r} (from {cfg.sources[name]})")
     for name in ("learning_rate", "weight_decay", "warmup_steps"):
-        if cfg.values[name] < 0:
-            raise ConfigError(f"{name} must not be negative, got {cfg.values[name]!r} (from {cfg.sources[name]})")
-    if not 0 < cfg.values["val_split"] < 1:
-        raise ConfigError(f"val_split must be between 0 and 1, got {cfg.values['val_split']!r}")
+        value = getattr(cfg, name)
+        if value < 0:
+            raise ConfigError(f"{name} must not be negative, got {value!r} (from {cfg.sources[name]})")
+    if not 0 < cfg.val_split < 1:
+        raise ConfigError(f"val_split must be between 0 and 1, got {cfg.val_split!r}")
     for name in ("dropout", "label_smoothing", "warmup_ratio"):
-        value = cfg.values[name]
+        value = getattr(cfg, name)
         if value is not None and not 0 <= value < 1:
             raise ConfigError(f"{name} must be in [0, 1), got {value!r} (from {cfg.sources[name]})")
     for name in ("spike_lr_factor", "lr_factor"):
-        if not 0 < cfg.values[name] < 1:
-            raise ConfigError(f"{name} must be between 0 and 1, got {cfg.values[name]!r} (from {cfg.sources[name]})")
-    if cfg.values["spike_factor"] <= 1:
-        raise ConfigError(f"spike_factor must be above 1, got {cfg.values['spike_factor']!r}")
-    metric = metric_key(cfg.values["metric_for_best"])
-    if metric not in LOSS_METRICS + ("eval_token_accuracy",) and not cfg.values["generation_eval"]:
-        raise ConfigError(f"--metric-for-best {cfg.values['metric_for_best']} needs generated answers; "
+        value = getattr(cfg, name)
+        if not 0 < value < 1:
+            raise ConfigError(f"{name} must be between 0 and 1, got {value!r} (from {cfg.sources[name]})")
+    if cfg.spike_factor <= 1:
+        raise ConfigError(f"spike_factor must be above 1, got {cfg.spike_factor!r}")
+    metric = metric_key(cfg.metric_for_best)
+    if metric not in LOSS_METRICS + ("eval_token_accuracy",) and not cfg.generation_eval:
+        raise ConfigError(f"--metric-for-best {cfg.metric_for_best} needs generated answers; "
                           "set --generation-eval N (e.g. 32) or use eval_loss")
-    if cfg.values["gpu_memory"] is not None:
+    if cfg.gpu_memory is not None:
         from theta_ai.config.options import parse_memory
 
-        parse_memory(cfg.values["gpu_memory"])
-    if cfg.values["save_total_limit"] is None:
-        cfg.values["save_total_limit"] = 0  # YAML "save_total_limit: null": keep every epoch checkpoint
+        parse_memory(cfg.gpu_memory)
+    if cfg.save_total_limit is None:
+        cfg.save_total_limit = 0  # YAML "save_total_limit: null": keep every epoch checkpoint

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -337,12 +337,13 @@ def train(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks: list
                     raise TrainingOOMError(oom_message(cfg) + "; --auto-batch-size does not restart a run that "
                                            "already wrote checkpoints (their step counts would not match)")
                 raise TrainingOOMError(oom_message(cfg))
-            values = dict(cfg.values, batch_size=cfg.batch_size // 2, grad_accum=cfg.grad_accum * 2)
+            smaller = replace(cfg, batch_size=cfg.batch_size // 2, grad_accum=cfg.grad_accum * 2,
+                              training_args=dict(cfg.training_args),
+                              sources=dict(cfg.sources, batch_size="--auto-batch-size", grad_accum="--auto-batch-size"))
             logger.warning("CUDA out of memory at batch %d x accumulation %d: --auto-batch-size retries with batch "
                            "%d x accumulation %d (same effective batch)", cfg.batch_size, cfg.grad_accum,
-                           values["batch_size"], values["grad_accum"])
-            cfg = ThetaConfig(cfg.preset, cfg.config_file, dict(cfg.training_args), values,
-                              dict(cfg.sources, batch_size="--auto-batch-size", grad_accum="--auto-batch-size"))
+                           smaller.batch_size, smaller.grad_accum)
+            cfg = smaller
             run.close()
             run = None
     finally:
