@@ -127,6 +127,49 @@ def test_generation_stops_and_flags(tiny):
     assert tiny.model.training is False
 
 
+def test_stop_strings_would_change_answers_and_flags(tiny):
+    """Why generate_answers cuts at ``Question:`` itself instead of passing ``stop_strings`` to generate: with
+    the same (scripted) tokens, stop_strings ends an answer inside a word, leaves the stop string in the text,
+    and pads the stopped row with the pad id, which is the EOS id here (so the row would read as hit_eos)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    from theta_ai.eval.generation import stop_token_ids
+
+    tok = tiny.tokenizer
+    eos = tok.eos_token_id
+    assert tok.pad_token_id == eos
+    scripts = [tok.encode(" The word SubQuestion: counts.", add_special_tokens=False) + [eos],
+               tok.encode(" 4.\nQuestion: What is 2 plus 2?\nAnswer: 4.", add_special_tokens=False) + [eos]]
+    prompt = tiny.formatter.prompt_ids(tiny.examples[0].messages)
+
+    class Script(LogitsProcessor):  # forces each row's scripted tokens
+        def __call__(self, input_ids, scores):
+            step = input_ids.shape[1] - len(prompt)
+            forced = torch.full_like(scores, float("-inf"))
+            for row, script in enumerate(scripts):
+                forced[row, script[min(step, len(script) - 1)]] = 0
+            return forced
+
+    ids = torch.tensor([prompt, prompt])
+    kwargs = {"attention_mask": torch.ones_like(ids), "max_new_tokens": 30, "do_sample": False, "pad_token_id": eos,
+              "eos_token_id": stop_token_ids(tiny.model, tok), "logits_processor": [Script()]}
+    with torch.inference_mode():
+        plain = tiny.model.generate(ids, **kwargs)[:, len(prompt):].tolist()
+        stopped = tiny.model.generate(ids, stop_strings=["Question:"], tokenizer=tok, **kwargs)[:, len(prompt):].tolist()
+
+    def text(row):
+        return tok.decode(row, skip_special_tokens=True)
+
+    assert clean_answer(text(plain[0])) == ("The word SubQuestion: counts.", False)  # no turn: kept whole
+    assert clean_answer(text(stopped[0])) == ("The word SubQuestion:", False)  # stop_strings: cut mid-answer
+    assert clean_answer(text(plain[1])) == clean_answer(text(stopped[1])) == ("4.", True)
+    assert text(stopped[1]) == " 4.\nQuestion:"  # the stop string stays: the cut is needed anyway
+    ran_on = len(tok.encode(" 4.\nQuestion:", add_special_tokens=False))
+    assert stopped[1][ran_on:] and set(stopped[1][ran_on:]) == {eos}  # padded with the EOS id: reads as hit_eos
+    assert plain[1][:ran_on] == stopped[1][:ran_on] and plain[1][ran_on] != eos  # it ran on, no EOS there
+
+
 def test_clean_answer_cuts_a_following_turn():
     assert clean_answer(" Paris.\nQuestion: What is 2 plus 2?\nAnswer: 4") == ("Paris.", True)
     assert clean_answer(" Paris. Question: next") == ("Paris.", True)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from theta_ai.config import resolve_config
-from theta_ai.model.lora import DEFAULT_TARGETS, default_target_modules
+from theta_ai.model.lora import wrap_with_lora
 from theta_ai.model.load import load_model_and_tokenizer
 from theta_ai.training.run import prepare_run, train
 from theta_fixtures import build_tiny_llama, qa_records, tiny_train_config
@@ -45,7 +45,7 @@ def test_lora_checkpoints_hold_the_adapter_and_the_base(lora_run):
         assert (folder / "adapter_model.safetensors").is_file() and not (folder / "model.safetensors").exists()
         config = json.loads((folder / "adapter_config.json").read_text())
         assert config["base_model_name_or_path"] == "../theta_base"  # relative: models/ can move
-        assert sorted(config["target_modules"]) == sorted(DEFAULT_TARGETS["gpt2"]) and config["r"] == 8
+        assert sorted(config["target_modules"]) == GPT2_PROJECTIONS and config["r"] == 8
     assert (models / "theta_base" / "model.safetensors").is_file()
     assert not same_adapter(models / "theta_checkpoint_epoch_1", models / "theta_checkpoint_epoch_2")
 
@@ -116,10 +116,39 @@ def test_load_checkpoint_continues_the_same_adapter(lora_run, tmp_path):
         assert torch.equal(state[key], tensor), key
 
 
-def test_llama_default_targets(tmp_path):
-    model_dir = build_tiny_llama(tmp_path / "llama", [r["question"] for r in qa_records(20)] * 3)
-    loaded = load_model_and_tokenizer(str(model_dir))
-    assert default_target_modules(loaded.model) == list(DEFAULT_TARGETS["llama"])
+GPT2_PROJECTIONS = ["c_attn", "c_fc", "c_proj"]
+LLAMA_PROJECTIONS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+
+
+def wrapped_modules(peft_model) -> set[str]:
+    from peft.tuners.lora import LoraLayer
+
+    return {name for name, module in peft_model.named_modules() if isinstance(module, LoraLayer)}
+
+
+@pytest.mark.filterwarnings("ignore:fan_in_fan_out")
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_default_targets_are_peft_all_linear_and_the_projections(tmp_path, arch):
+    """The default (peft's all-linear) wraps the attention and MLP projections the old per-architecture lists
+    named, not the LM head, and the adapter config records their short names (peft itself lists every layer's
+    module for fewer than 20 targets)."""
+    from peft import LoraConfig, get_peft_model
+
+    texts = [r["question"] for r in qa_records(20)] * 3
+    source = "theta-tiny" if arch == "gpt2" else str(build_tiny_llama(tmp_path / "llama", texts))
+    projections = GPT2_PROJECTIONS if arch == "gpt2" else LLAMA_PROJECTIONS
+
+    def fresh():
+        return load_model_and_tokenizer(source, train_texts=texts if arch == "gpt2" else None).model
+
+    wrapped = wrap_with_lora(fresh())
+    explicit = get_peft_model(fresh(), LoraConfig(target_modules=projections, fan_in_fan_out=arch == "gpt2"))
+    assert wrapped_modules(wrapped) == wrapped_modules(explicit) and len(wrapped_modules(wrapped)) < 20
+    assert not any(name.endswith("lm_head") for name in wrapped_modules(wrapped))
+    assert wrapped.peft_config["default"].fan_in_fan_out == (arch == "gpt2")  # GPT-2's Conv1D
+    wrapped.save_pretrained(tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert sorted(saved["target_modules"]) == projections
 
 
 # ---------------------------------------------------------------------------- issue 13: resume, portable base, dry run

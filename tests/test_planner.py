@@ -95,6 +95,22 @@ def test_lora_trainable_count_matches_peft_for_llama(targets):
     assert est.trainable == peft_trainable(real_model(config), r=4, target_modules=peft_targets)
 
 
+@pytest.mark.filterwarnings("ignore:fan_in_fan_out")
+@pytest.mark.parametrize("config", [tiny_gpt2(), tiny_llama()], ids=["gpt2", "llama"])
+def test_all_linear_prices_the_modules_peft_wraps(config):
+    """theta-train's default targets (peft's all-linear) priced on the meta model: the modules peft wraps."""
+    import peft
+    from peft.tuners.lora import LoraLayer
+
+    wrapped = peft.get_peft_model(real_model(config), peft.LoraConfig(r=8, target_modules="all-linear"))
+    names = {n.removeprefix("base_model.model.") for n, m in wrapped.named_modules() if isinstance(m, LoraLayer)}
+    assert {n for n, _, _ in model_stats(config).targeted("all-linear")} == names
+    est = estimate_memory(config, batch_size=1, seq_len=8, lora=LoraSpec(r=8, target_modules="all-linear"))
+    assert est.trainable == sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    if config.model_type == "gpt2":
+        assert est.trainable == 16_384  # c_attn, c_proj, c_fc: the count the GPT-2 test above derives
+
+
 def test_lora_dropout_and_targets_outside_the_layers():
     config = tiny_gpt2()
     base = estimate_memory(config, batch_size=2, seq_len=64, lora=LoraSpec(target_modules=("c_attn",)))

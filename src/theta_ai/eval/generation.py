@@ -21,6 +21,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from theta_ai.data import Example, ExampleFormatter
 
 #: A following turn the model may write when it runs on past its answer (the ``qa`` template's user turn).
+#: Cut after generation, not with ``generate(stop_strings=["Question:"], tokenizer=...)``: transformers'
+#: StopStringCriteria matches the string anywhere, also inside a word (``SubQuestion:`` would end the answer there),
+#: keeps the stop string in the output (the cut would still be needed), and pads a row it stopped with
+#: ``pad_token_id`` -- for GPT-2-style tokenizers the EOS id, so the row would read as ``hit_eos`` with the wrong
+#: ``new_tokens``. A batch runs until its last row stops either way (tests/test_evaluation.py shows each).
 _NEXT_TURN = re.compile(r"(?:^|(?<=[\s.!?,;:]))Question:")
 
 

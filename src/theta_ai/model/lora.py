@@ -33,23 +33,20 @@ logger = logging.getLogger("theta_ai")
 
 ADAPTER_CONFIG = "adapter_config.json"
 
-# Default target modules per architecture: every attention and MLP projection.
-DEFAULT_TARGETS = {
-    "gpt2": ("c_attn", "c_proj", "c_fc"),
-    "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-    "mistral": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-    "qwen2": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-}
-
-
 def is_adapter_folder(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
 
 
-def default_target_modules(model) -> list[str] | str:
-    """The architecture's attention and MLP projections, or peft's ``all-linear`` for unknown ones."""
-    targets = DEFAULT_TARGETS.get(getattr(model.config, "model_type", ""))
-    return list(targets) if targets else "all-linear"
+def _short_target_names(model, targets) -> list[str] | None:
+    """The wrapped modules' own names (``c_attn``) when they select exactly the ``targets`` (full module names).
+
+    peft resolves ``all-linear`` to full per-layer names (``transformer.h.0.attn.c_attn``) and shortens them only
+    for 20 targets or more, so a small model's adapter config would list every layer; the short names keep it
+    readable, and ``--lora-target-modules c_attn,c_proj,c_fc`` then compares equal to it on resume.
+    """
+    short = {name.rsplit(".", 1)[-1] for name in targets}
+    selected = {name for name, _ in model.named_modules() if name.rsplit(".", 1)[-1] in short}
+    return sorted(short) if selected == set(targets) else None
 
 
 def _ignore_relative_base_lookup() -> None:
@@ -64,10 +61,17 @@ def wrap_with_lora(model: "PreTrainedModel", r: int = 8, alpha: int = 16, dropou
     """A ``peft.PeftModel`` whose only trainable parameters are the LoRA adapters."""
     from peft import LoraConfig, get_peft_model
 
-    targets = target_modules or default_target_modules(model)
+    # peft's all-linear: every Linear and Conv1D but the output head -- for GPT-2 c_attn, c_proj, c_fc; for Llama
+    # (Mistral, Qwen2) q/k/v/o_proj and gate/up/down_proj
+    targets = target_modules or "all-linear"
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM",
                         fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")  # GPT-2 uses Conv1D
     peft_model = get_peft_model(model, config)
+    resolved = peft_model.peft_config["default"]
+    if targets == "all-linear" and not isinstance(resolved.target_modules, str):
+        short = _short_target_names(peft_model.base_model.model, resolved.target_modules)
+        if short:
+            resolved.target_modules = set(short)
     if base_path:
         peft_model.peft_config["default"].base_model_name_or_path = base_path
     _ignore_relative_base_lookup()

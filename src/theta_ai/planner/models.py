@@ -74,6 +74,8 @@ class ModelStats:
 
 
 def _peft_match(name: str, target_modules, output_layer: str) -> bool:
+    # all-linear as peft's _maybe_include_all_linear_layers resolves it (theta-train's default): every Linear and
+    # Conv1D (``linears``) but the output embeddings
     if target_modules == "all-linear":
         return name != output_layer
     if isinstance(target_modules, str):
@@ -115,6 +117,7 @@ def model_stats(config) -> ModelStats:
 def _count(config) -> ModelStats:
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
 
     try:
         with torch.device("meta"):
@@ -128,7 +131,7 @@ def _count(config) -> ModelStats:
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
             fin, fout = module.in_features, module.out_features
-        elif type(module).__name__ == "Conv1D":  # GPT-2's transposed linear layer: weight is (in, out)
+        elif isinstance(module, Conv1D):  # GPT-2's transposed linear layer: weight is (in, out)
             fin, fout = module.weight.shape
         else:
             continue
