@@ -5,10 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from theta_ai.config.options import (
+    OPTION_BY_NAME,
+    OPTIONS,
+    ThetaConfig,
+    _coerce,
+    closest,
+    parse_memory,
+)
 from theta_ai.config.presets import DEFAULT_PRESET, PRESETS
-from theta_ai.errors import ConfigError
-from theta_ai.config.options import OPTION_BY_NAME, OPTIONS, ThetaConfig, _coerce, closest
+from theta_ai.config.samples import resolve_sample_paths
 from theta_ai.config.yaml import read_yaml_config
+from theta_ai.errors import ConfigError
 
 __all__ = ["LOSS_METRICS", "ThetaConfig", "metric_key", "resolve_config"]  # ThetaConfig lives with the option table
 
@@ -48,7 +56,6 @@ def resolve_config(cli_values: dict[str, Any] | None = None, preset: str | None 
                 raise ConfigError(f"{origin}: unknown option {key!r}{closest(key, OPTION_BY_NAME)}")
             setattr(cfg, key, _coerce(OPTION_BY_NAME[key], value, origin))
             cfg.sources[key] = origin
-    from theta_ai.config.samples import resolve_sample_paths  # sample:NAME -> the sample data shipped inside the package
 
     for name in ("data", "val_data"):
         origin = f"{OPTION_BY_NAME[name].cli_flag} (from {cfg.sources[name]})"
@@ -84,7 +91,6 @@ def _check_values(cfg: ThetaConfig) -> None:
         raise ConfigError(f"--metric-for-best {cfg.metric_for_best} needs generated answers; "
                           "set --generation-eval N (e.g. 32) or use eval_loss")
     if cfg.gpu_memory is not None:
-        from theta_ai.config.options import parse_memory
 
         parse_memory(cfg.gpu_memory)
     if cfg.save_total_limit is None:

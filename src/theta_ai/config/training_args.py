@@ -8,13 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from theta_ai.config.resolve import ThetaConfig
+import torch
+from transformers import TrainingArguments
+
+from theta_ai.config.launch import world_size
+from theta_ai.config.resolve import LOSS_METRICS, ThetaConfig, metric_key
 from theta_ai.errors import ConfigError
 
 
 def resolve_precision(cfg: ThetaConfig, notes: list[str]) -> tuple[bool, bool]:
     """(fp16, bf16) for this machine; says so when it cannot honour the request."""
-    import torch
 
     cuda = torch.cuda.is_available()
     want = cfg.precision
@@ -48,10 +51,7 @@ def scheduler_arguments(cfg: ThetaConfig, notes: list[str]) -> dict[str, Any]:
 
 
 def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list[str]):
-    from transformers import TrainingArguments
 
-    from theta_ai.config.launch import world_size
-    from theta_ai.config.resolve import LOSS_METRICS, metric_key
 
     fp16, bf16 = resolve_precision(cfg, notes)
     metric = metric_key(cfg.metric_for_best)
@@ -100,6 +100,5 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
 
 
 def _cuda() -> bool:
-    import torch
 
     return torch.cuda.is_available()

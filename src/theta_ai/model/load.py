@@ -14,7 +14,19 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
+
+import torch
+from tokenizers import ByteLevelBPETokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
+
 from theta_ai.errors import ModelLoadError  # noqa: F401 (defined in errors.py)
+from theta_ai.model.lora import adapter_base, is_adapter_folder, load_adapter
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -40,8 +52,6 @@ def theta_tiny_config() -> dict:
 
 def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> "PreTrainedTokenizerBase":
     """Train a byte-level BPE tokenizer on ``texts`` (deterministic for the same texts in the same order)."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=2,
@@ -54,8 +64,6 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> "PreTr
 
 def build_theta_tiny(texts: Iterable[str], seed: int = 42) -> LoadedModel:
     """A freshly initialised theta-tiny model with a tokenizer trained on ``texts``."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     config = theta_tiny_config()
     tokenizer = train_tiny_tokenizer(texts, config.pop("vocab_size_target"))
@@ -79,7 +87,6 @@ def _align_special_tokens(model, tokenizer) -> None:
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> "PreTrainedTokenizerBase":
-    from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
@@ -106,7 +113,6 @@ def _explain(name: str, what: str, exc: Exception) -> str:
 
 def set_dropout(model, p: float) -> list[str]:
     """Override every dropout probability in the config and modules; returns the config keys changed."""
-    import torch
 
     changed = []
     for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout", "attention_dropout",
@@ -130,7 +136,6 @@ def load_model_and_tokenizer(model_name: str, *, train_texts: Iterable[str] | No
     into it (``adapter="merge"``, for evaluation and export) or as a trainable ``PeftModel``
     (``adapter="trainable"``, to train the adapter further).
     """
-    from theta_ai.model.lora import adapter_base, is_adapter_folder, load_adapter
 
     if is_adapter_folder(model_name):
         try:
@@ -149,7 +154,6 @@ def load_model_and_tokenizer(model_name: str, *, train_texts: Iterable[str] | No
         if train_texts is None:
             raise ModelLoadError("theta-tiny trains its tokenizer on the training data; pass train_texts")
         return build_theta_tiny(train_texts, seed)
-    from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(model_name, trust_remote_code)
     try:

@@ -17,18 +17,62 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from theta_ai.training import checkpoints as ckpt
-from theta_ai.config.training_args import build_training_arguments
+import torch
+from accelerate.utils.memory import clear_device_cache
+from torch.utils.tensorboard import SummaryWriter
+from transformers import EarlyStoppingCallback
+from transformers.integrations import TensorBoardCallback
+
+from theta_ai import __version__
+from theta_ai.augment import AugmentConfig, Augmenter, preview
 from theta_ai.config import ConfigError, ThetaConfig
-from theta_ai.data import ExampleFormatter, FormatStats, PaddingCollator, check_packing_isolation, packing_collator
+from theta_ai.config.training_args import build_training_arguments
+from theta_ai.data import (
+    ExampleFormatter,
+    FormatStats,
+    PaddingCollator,
+    check_packing_isolation,
+    packing_collator,
+)
+from theta_ai.data.augmented import AugmentedDataset
 from theta_ai.data.formats import Example
 from theta_ai.data.tokenize import IGNORE_INDEX
-from theta_ai.model.load import LoadedModel, set_dropout
-from theta_ai.training.disk import CheckpointSizes, DiskSpaceError, checkpoint_sizes, is_disk_full
-from theta_ai.training.lock import RunLock, acquire
-from theta_ai.training.setup import (checkpoint_folder, describe_device, examples_to_jsonl, is_main_process, load_run_data,
-                        load_run_model, resume_checkpoint, run_log_dir, world_size)
 from theta_ai.errors import TrainingOOMError  # noqa: F401 (defined in errors.py)
+from theta_ai.eval.callback import GenerationEvalCallback
+from theta_ai.metrics.trainer_metrics import (
+    compute_metrics,
+    preprocess_logits_for_metrics,
+)
+from theta_ai.model.load import LoadedModel, set_dropout
+from theta_ai.monitoring import monitoring_callbacks
+from theta_ai.planner import plan_report
+from theta_ai.training import checkpoints as ckpt
+from theta_ai.training.callbacks import (
+    BestModelCallback,
+    EpochAwareDatasetCallback,
+    EpochSummaryCallback,
+    GracefulStopCallback,
+    SpikeGuardCallback,
+)
+from theta_ai.training.disk import (
+    CheckpointSizes,
+    DiskSpaceError,
+    checkpoint_sizes,
+    is_disk_full,
+)
+from theta_ai.training.lock import RunLock, acquire
+from theta_ai.training.setup import (
+    checkpoint_folder,
+    describe_device,
+    examples_to_jsonl,
+    is_main_process,
+    load_run_data,
+    load_run_model,
+    resume_checkpoint,
+    run_log_dir,
+    world_size,
+)
+from theta_ai.training.trainer import ThetaTrainer
 
 logger = logging.getLogger("theta_ai")
 
@@ -153,8 +197,6 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
     augmenter = None
     trainer_dataset = train_dataset
     if cfg.augment:
-        from theta_ai.augment import AugmentConfig, Augmenter
-        from theta_ai.data.augmented import AugmentedDataset
 
         aug_config = AugmentConfig.from_yaml(cfg.augment_config) if cfg.augment_config else AugmentConfig()
         augmenter = Augmenter(aug_config, seed=cfg.seed)
@@ -203,7 +245,6 @@ def dry_run_report(run: PreparedRun) -> list[str]:
     lines.append(f"validation tokens: {run.val_stats.summary()}")
     lines += describe_example(run)
     if run.augmenter is not None:
-        from theta_ai.augment import preview
 
         lines.append(f"augmentation: {run.augmenter.config.describe()}")
         for original, augmented in preview(run.train_examples, run.augmenter, n=3):
@@ -222,26 +263,18 @@ def _run_info(run: PreparedRun) -> dict:
 
 
 def _version() -> str:
-    from theta_ai import __version__
 
     return __version__
 
 
 def build_trainer(run: PreparedRun, callbacks: list | None = None):
     """The ThetaTrainer for a prepared run, with theta_ai's callbacks (plus ``callbacks``)."""
-    from transformers import EarlyStoppingCallback
 
-    from theta_ai.training.callbacks import (BestModelCallback, EpochAwareDatasetCallback, EpochSummaryCallback,
-                            GracefulStopCallback, SpikeGuardCallback)
-    from theta_ai.training.trainer import ThetaTrainer
 
-    from theta_ai.eval.callback import GenerationEvalCallback
-    from theta_ai.metrics.trainer_metrics import compute_metrics, preprocess_logits_for_metrics
 
     cfg = run.cfg
     writer = None
     if is_main_process():
-        from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(run.log_dir))
     theta_callbacks: list = []
@@ -254,9 +287,7 @@ def build_trainer(run: PreparedRun, callbacks: list | None = None):
                                           with_optimizer=cfg.spike_guard),
                         EpochSummaryCallback(), GracefulStopCallback()]
     if writer is not None:
-        from transformers.integrations import TensorBoardCallback
 
-        from theta_ai.monitoring import monitoring_callbacks
 
         # before TensorBoardCallback: it closes the writer in on_train_end, and hparams are written in ours
         theta_callbacks += monitoring_callbacks(writer, cfg.as_dict(), cfg.grad_log_steps, cfg.histogram_steps,
@@ -279,14 +310,12 @@ def build_trainer(run: PreparedRun, callbacks: list | None = None):
 
 
 def _is_oom(exc: BaseException) -> bool:
-    import torch
 
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def oom_message(cfg: ThetaConfig) -> str:
     """What to tell a user whose run ran out of GPU memory: the peak reached and the planner's suggestion."""
-    import torch
 
     if torch.cuda.is_available():
         peak = torch.cuda.max_memory_allocated() / 2**30
@@ -295,7 +324,6 @@ def oom_message(cfg: ThetaConfig) -> str:
     else:
         reached = "no CUDA memory statistics on this device"
     try:
-        from theta_ai.planner import plan_report
 
         suggestion = next((line.strip() for line in plan_report(cfg, cfg.gpu_memory) if line.strip().startswith("flags:")),
                           None)
@@ -353,7 +381,6 @@ def train(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks: list
 
 def release_memory() -> None:
     """Collect garbage and empty the accelerator's cache (accelerate's helper: CUDA, XPU, MPS, ...)."""
-    from accelerate.utils.memory import clear_device_cache
 
     clear_device_cache(garbage_collection=True)
 
@@ -364,7 +391,6 @@ def train_once(cfg: ThetaConfig, prepared: PreparedRun | None = None, callbacks:
     SIGTERM or Ctrl+C stop the run after saving a checkpoint at the current step; the result then has
     ``stopped_by`` set and no ``theta_final`` is written. ``callbacks`` are extra ``TrainerCallback``s.
     """
-    from theta_ai.training.callbacks import GracefulStopCallback
 
     run = prepared or prepare_run(cfg)
     trainer = build_trainer(run, callbacks)

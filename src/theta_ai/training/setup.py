@@ -13,16 +13,38 @@ import random
 import time
 from pathlib import Path
 
-from theta_ai.config.launch import is_main_process, world_size  # noqa: F401 (re-exported)
-from theta_ai.training import checkpoints as ckpt
+import torch
+
 from theta_ai.config import ConfigError, ThetaConfig
-from theta_ai.data import find_duplicates, find_leakage, load_examples, summarize_skipped
+from theta_ai.config.launch import is_main_process, world_size  # noqa: F401 (re-exported)
+from theta_ai.data import (
+    find_duplicates,
+    find_leakage,
+    load_examples,
+    summarize_skipped,
+)
 from theta_ai.data.formats import Example
-from theta_ai.model.load import THETA_TINY, LoadedModel, load_model_and_tokenizer, training_texts
+from theta_ai.model.load import (
+    THETA_TINY,
+    LoadedModel,
+    load_model_and_tokenizer,
+    load_tokenizer,
+    training_texts,
+)
+from theta_ai.model.lora import (
+    adapter_base,
+    base_reference,
+    describe_lora,
+    differing_lora_flags,
+    is_adapter_folder,
+    load_adapter,
+    save_base_model,
+    wrap_with_lora,
+)
+from theta_ai.training import checkpoints as ckpt
 
 
 def describe_device() -> str:
-    import torch
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -146,9 +168,6 @@ def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_d
     ``--load-checkpoint ADAPTER --lora`` likewise keeps training the saved adapter as it was configured.
     A dry run wraps the model (to report its trainable parameters) but writes no ``theta_base/``.
     """
-    from theta_ai.model.lora import (adapter_base, base_reference, describe_lora, differing_lora_flags, is_adapter_folder,
-                       load_adapter, save_base_model, wrap_with_lora)
-    from theta_ai.model.load import load_tokenizer
 
     def load(source: str, adapter: str = "merge") -> LoadedModel:
         texts = training_texts(train_examples) if source == THETA_TINY else None

@@ -7,9 +7,14 @@ import logging
 import math
 from pathlib import Path
 
+import torch
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from theta_ai.training.checkpoints import (BEST_DIR)
+from theta_ai.model.weights import ADAPTER_FILE, has_saved_weights, load_saved_weights
+from theta_ai.training.checkpoints import BEST_DIR
+
 logger = logging.getLogger("theta_ai")
 
 
@@ -44,7 +49,6 @@ class SpikeGuardCallback(TrainerCallback):
             self._spike(f"validation loss {loss:.4f} > {self.factor:g} x best {best:.4f}", state, control, **kwargs)
 
     def _spike(self, reason: str, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
-        from theta_ai.model.weights import has_saved_weights
 
         has_best = has_saved_weights(self.best_dir)  # one file, shards + index, or a LoRA adapter
         if self.gave_up or not has_best:
@@ -71,15 +75,11 @@ class SpikeGuardCallback(TrainerCallback):
                            self.max_rollbacks)
 
     def _restore(self, model, optimizer, lr_scheduler) -> None:
-        import torch
-        from safetensors.torch import load_file
 
-        from theta_ai.model.weights import ADAPTER_FILE, load_saved_weights
 
         device = next(model.parameters()).device
         adapter = self.best_dir / ADAPTER_FILE
         if adapter.is_file():  # LoRA: only the adapter trained, so only the adapter rolls back
-            from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(model, load_file(str(adapter), device=str(device)))
         else:  # one file or every shard; any key mismatch (tied lm_head aside) raises WeightLoadError
