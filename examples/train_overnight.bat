@@ -10,6 +10,7 @@ REM after Ctrl+C or SIGTERM (a checkpoint was saved): the script stops on them.
 setlocal EnableDelayedExpansion
 if "%PRESET%"=="" set PRESET=rtx3060
 if "%MAX_RESTARTS%"=="" set MAX_RESTARTS=3
+if "%RESTART_DELAY%"=="" set RESTART_DELAY=10
 if not exist logs mkdir logs
 for /f "tokens=2 delims==" %%i in ('wmic os get localdatetime /value 2^>nul') do set STAMP=%%i
 if "%STAMP%"=="" set STAMP=%RANDOM%
@@ -36,9 +37,9 @@ if %ATTEMPT% GTR %MAX_RESTARTS% (
   echo === %DATE% %TIME% exit %RC%; gave up after %MAX_RESTARTS% restarts >> "%LOG%"
   exit /b %RC%
 )
-echo === %DATE% %TIME% exit %RC%; restarting with --resume auto (%ATTEMPT%/%MAX_RESTARTS%) >> "%LOG%"
+echo === %DATE% %TIME% exit %RC%; restarting with --resume auto in %RESTART_DELAY% s (%ATTEMPT%/%MAX_RESTARTS%) >> "%LOG%"
 set EXTRA=--resume auto
-timeout /t 10 /nobreak >nul
+timeout /t %RESTART_DELAY% /nobreak >nul
 goto run
 
 :usererror

@@ -11,6 +11,7 @@
 set -u
 PRESET="${PRESET:-rtx3060}"
 MAX_RESTARTS="${MAX_RESTARTS:-3}"
+RESTART_DELAY="${RESTART_DELAY:-10}"  # seconds between a crash and the restart
 THETA_TRAIN="${THETA_TRAIN:-theta-train}"
 mkdir -p logs
 LOG="logs/overnight_${PRESET}_$(date +%Y%m%d_%H%M%S).log"
@@ -38,7 +39,7 @@ while :; do
     echo "=== $(date '+%F %T') exit $rc; gave up after $MAX_RESTARTS restarts" | tee -a "$LOG"
     exit "$rc"
   fi
-  echo "=== $(date '+%F %T') exit $rc; restarting with --resume auto in 10 s ($attempt/$MAX_RESTARTS)" | tee -a "$LOG"
+  echo "=== $(date '+%F %T') exit $rc; restarting with --resume auto in $RESTART_DELAY s ($attempt/$MAX_RESTARTS)" | tee -a "$LOG"
   extra=(--resume auto)
-  sleep "${RESTART_DELAY:-10}"
+  sleep "$RESTART_DELAY"
 done

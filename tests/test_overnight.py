@@ -45,7 +45,7 @@ def test_overnight_script_restarts_with_resume_auto(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = next((tmp_path / "logs").glob("overnight_rtx3060_*.log")).read_text()
-    assert "exit 137; restarting with --resume auto in 10 s (1/2)" in log
+    assert "exit 137; restarting with --resume auto in 0 s (1/2)" in log
     assert "attempt 2:" in log and "--resume auto" in log.split("attempt 2:")[1].splitlines()[0]
     assert "resuming from models/theta_checkpoint_epoch_" in log
     assert "training finished" in log
