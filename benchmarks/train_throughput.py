@@ -84,7 +84,7 @@ from theta_ai.config.samples import sample_path
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_FILE = sample_path("theta_sample_train.json")
 VAL_FILE = sample_path("theta_sample_val.json")
-TOKENIZER_DIR = Path("/work/shared/tokenizers/gpt2")
+TOKENIZER_DIR = ROOT.parent / "shared" / "tokenizers" / "gpt2"  # ../shared beside the repository
 RESULTS = ROOT / "benchmarks" / "results" / "train_throughput.json"
 RECIPES = ("pad512", "dynamic", "grouped", "theta", "theta-packed")
 SEED = 42

@@ -29,6 +29,14 @@ def same_adapter(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def copy_epoch_1(run_dir: Path, tmp_path: Path) -> None:
+    """A models/ folder as a crash after epoch 1 of ``run_dir``'s LoRA run left it (base + epoch 1)."""
+    part = tmp_path / "models"
+    part.mkdir()
+    for name in ("theta_base", "theta_checkpoint_epoch_1"):
+        shutil.copytree(run_dir / "models" / name, part / name)
+
+
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lora")
@@ -59,10 +67,7 @@ def test_only_the_adapter_trains(tmp_path):
 
 def test_lora_resume_matches_an_uninterrupted_run(lora_run, tmp_path):
     tmp, full = lora_run
-    part = tmp_path / "models"
-    part.mkdir()
-    for name in ("theta_base", "theta_checkpoint_epoch_1"):
-        shutil.copytree(tmp / "models" / name, part / name)
+    copy_epoch_1(tmp, tmp_path)
     resumed = train(resolve_config(tiny_train_config(tmp_path, lora=True, learning_rate=1e-2, resume="auto")))
     assert same_adapter(resumed.final_dir, full.final_dir)
 
@@ -164,10 +169,7 @@ SAVED_LORA = "r=8, alpha=16, dropout=0.05, target modules c_attn,c_fc,c_proj"
 ])
 def test_lora_resume_keeps_the_saved_adapter_configuration(lora_run, tmp_path, flags, ignored):
     tmp, full = lora_run
-    part = tmp_path / "models"
-    part.mkdir()
-    for name in ("theta_base", "theta_checkpoint_epoch_1"):
-        shutil.copytree(tmp / "models" / name, part / name)
+    copy_epoch_1(tmp, tmp_path)
     cfg = resolve_config(tiny_train_config(tmp_path, lora=True, learning_rate=1e-2, resume="auto", **flags))
     run = prepare_run(cfg)
     assert (f"--resume: the checkpoint's LoRA adapter was trained with {SAVED_LORA}; it resumes with those "
@@ -184,10 +186,7 @@ def test_lora_resume_keeps_the_saved_adapter_configuration(lora_run, tmp_path, f
 
 def test_lora_resume_with_the_same_flags_adds_no_note(lora_run, tmp_path):
     tmp, _ = lora_run
-    part = tmp_path / "models"
-    part.mkdir()
-    for name in ("theta_base", "theta_checkpoint_epoch_1"):
-        shutil.copytree(tmp / "models" / name, part / name)
+    copy_epoch_1(tmp, tmp_path)
     run = prepare_run(resolve_config(tiny_train_config(tmp_path, lora=True, resume="auto",
                                                        lora_target_modules="c_fc, c_attn,c_proj")))
     assert not [n for n in run.notes if "LoRA adapter" in n]

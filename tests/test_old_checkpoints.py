@@ -5,25 +5,14 @@ of 2 left it, and the digest of that version's uninterrupted final weights."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from theta_ai import EvalSettings, evaluate_model, resolve_config, train
+from theta_fixtures import weights_sha256
 
 FIXTURE = Path(__file__).parent / "data" / "checkpoint_v0_1"
-
-
-def digest(folder: Path) -> str:
-    tensors = load_file(str(folder / "model.safetensors"))
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        h.update(name.encode())
-        h.update(tensors[name].contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def test_a_0_1_checkpoint_resumes_to_the_weights_0_1_would_have_reached(tmp_path):
@@ -38,7 +27,7 @@ def test_a_0_1_checkpoint_resumes_to_the_weights_0_1_would_have_reached(tmp_path
               "checkpoint_dir": str(models), "logdir": str(tmp_path / "logs"), "generation_eval": 0, "resume": "auto"}
     result = train(resolve_config(values))
     expected = json.loads((root / "expected.json").read_text())["final_weights_sha256"]
-    assert digest(result.final_dir) == expected
+    assert weights_sha256(result.final_dir) == expected
     assert sorted(p.name for p in models.iterdir()) == ["theta_best", "theta_checkpoint_epoch_1",
                                                         "theta_checkpoint_epoch_2", "theta_final"]
     state = json.loads((models / "theta_checkpoint_epoch_2" / "trainer_state.json").read_text())

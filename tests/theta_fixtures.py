@@ -71,3 +71,17 @@ def build_tiny_llama(folder: Path, texts: list[str]) -> Path:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def weights_sha256(folder: Path) -> str:
+    """SHA-256 of a model folder's ``model.safetensors`` tensors (names and bytes), for bit-for-bit comparisons."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().numpy().tobytes())
+    return digest.hexdigest()
