@@ -18,10 +18,10 @@ import theta_ai
 PKG = Path(theta_ai.__file__).parent
 
 # Rooms from the bottom up: a module may import its own room and the rooms below it.
-ROOMS = ["errors", "config", "metrics", "data", "augment", "model", "planner", "monitoring", "eval", "training", "cli"]
+ROOMS = ["errors", "config", "metrics", "model", "data", "augment", "planner", "monitoring", "eval", "training", "cli"]
 # Rooms on the same floor: neither imports the other (data uses augment only for type hints; augment sees
 # data's Example only through typing).
-LEVEL = {"errors": 0, "config": 1, "metrics": 2, "data": 3, "augment": 3, "model": 4, "planner": 5,
+LEVEL = {"errors": 0, "config": 1, "metrics": 2, "model": 3, "data": 4, "augment": 4, "planner": 5,
          "monitoring": 5, "eval": 6, "training": 7, "cli": 8}
 
 

@@ -179,7 +179,7 @@ def test_llama_with_chat_template_trains_and_reloads(tmp_path):
     assert run.formatter.template == "chat"
     row = run.formatter.encode(run.train_examples[0])
     trained = run.loaded.tokenizer.decode([i for i, l in zip(row["input_ids"], row["labels"]) if l != -100])
-    assert trained == run.train_examples[0].answer + "<|im_end|>\n"
+    assert trained == run.train_examples[0].answer + "<|im_end|>"  # the newline after the turn end is not trained
     result = train(run.cfg, prepared=run)
     model = AutoModelForCausalLM.from_pretrained(result.checkpoints[0])
     assert type(model).__name__ == "LlamaForCausalLM"

@@ -51,12 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model-path", required=True, metavar="PATH",
                         help="model folder: theta_checkpoint_epoch_N, theta_best, theta_final, or any save_pretrained "
-                             "causal LM folder")
+                             "causal LM folder, or a .gguf file (zero-shot, dequantized; needs theta_ai[gguf])")
     parser.add_argument("--data", nargs="+", action="extend", metavar="FILE",
                         help="examples to evaluate, in any format theta-train reads (repeatable); default: the "
                              "validation examples stored in the model folder (theta_validation.jsonl)")
     parser.add_argument("--output", metavar="DIR",
-                        help=f"where the results go (default: <model folder>/{EVAL_DIR}/)")
+                        help=f"where the results go (default: <model folder>/{EVAL_DIR}/; for x.gguf: x_{EVAL_DIR}/ "
+                             "next to it)")
     parser.add_argument("--batch-size", type=_positive, default=d.batch_size, metavar="N",
                         help=f"prompts generated together (default: {d.batch_size})")
     parser.add_argument("--max-new-tokens", type=_positive, default=d.max_new_tokens, metavar="N",
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = EvalSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                 num_examples=args.num_examples, seed=args.seed, max_examples=args.max_examples)
         result = evaluate_model(args.model_path, args.data, settings, progress=True)
-        output = Path(args.output) if args.output else Path(args.model_path) / EVAL_DIR
+        model_path = Path(args.model_path)  # a .gguf file has no folder of its own: <name>_eval/ next to it
+        output = Path(args.output) if args.output else (model_path.with_name(f"{model_path.stem}_{EVAL_DIR}")
+                                                        if model_path.is_file() else model_path / EVAL_DIR)
         paths = write_outputs(result, output)
         if args.logdir:
             logger.info("TensorBoard: %s (tensorboard --logdir=%s)", log_to_tensorboard(result, args.logdir),

@@ -104,7 +104,8 @@ class ThetaConfig:
     group_by_length: bool = option(True, "batch examples of similar length together (less padding)", DATA)
 
     # ---- model
-    model_name: str = option("gpt2", "hub id, local model folder, or theta-tiny (offline, built-in)", MODEL)
+    model_name: str = option("gpt2", "hub id, local model folder, .gguf file (dequantized; the gguf extra), or "
+                                     "theta-tiny (offline, built-in)", MODEL)
     trust_remote_code: bool = option(False, "allow model code from the model folder/hub (off unless you trust it)", MODEL)
     load_checkpoint: str | None = option(None, "start a new fine-tuning run from this checkpoint's weights (fresh "
                                          "optimizer)", MODEL, metavar="PATH")

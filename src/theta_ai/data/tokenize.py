@@ -4,11 +4,19 @@ Two templates:
 
 * ``qa`` (models without a chat template): ``Question: {question}\\nAnswer: {answer}<eos>``;
   a system message becomes a first line, and every turn of a conversation repeats the pattern.
-* ``chat``: the tokenizer's own chat template. Each assistant turn is found by rendering the
-  conversation up to that turn with and without it, so the split is exact for any template.
+* ``chat``: the tokenizer's own chat template. The conversation is rendered once; each assistant text is
+  located in it after the generation prompt of the conversation up to that turn, so the split is exact for
+  any template that renders conversations as growing prefixes.
+
+The rules come from the tokenizer, not from family names (:mod:`theta_ai.model.tokens`): BOS exactly once
+where the tokenizer or its template puts one; an answer is trained up to and including the special token that
+closes its turn (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``, or the EOS the ``qa`` template writes), and
+nothing the template adds after it (a newline, early Llama-3's trailing assistant header). Text a template
+puts between the generation prompt and the answer (Qwen3's empty ``<think>`` block) is prompt, so the
+generation prompt is Qwen3's own non-thinking one.
 
 The text is tokenized segment by segment (prompt, answer, prompt, answer, ...), so the mask is
-set **by position**: prompt tokens get label ``-100``, answer tokens and the EOS that ends each
+set **by position**: prompt tokens get label ``-100``, answer tokens and the token that ends each
 answer keep their ids. Nothing compares token ids with the pad id (GPT-2's pad *is* its EOS).
 Generation builds its prompt from the very same segments (:meth:`ExampleFormatter.prompt_ids`).
 """
@@ -20,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from theta_ai.data.formats import Example
 from theta_ai.errors import TemplateError  # noqa: F401 (defined in errors.py)
+from theta_ai.model.tokens import PROBE_ANSWER, TokenRules, first_special, template_writes_bos
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -75,6 +84,10 @@ def resolve_template(template: str, tokenizer: "PreTrainedTokenizerBase") -> str
 class ExampleFormatter:
     """Formats :class:`Example` objects into token ids and position-masked labels.
 
+    The rules come from the tokenizer (:class:`theta_ai.model.tokens.TokenRules`): BOS exactly once where
+    the tokenizer or its template puts one, each answer trained up to and including the token that closes
+    its turn, nothing the template writes after that.
+
     >>> fmt = ExampleFormatter(tokenizer, template="qa", max_seq_length=512)  # doctest: +SKIP
     >>> row = fmt.encode(Example.from_qa("What is TCP?", "A transport protocol."))  # doctest: +SKIP
     >>> row["labels"][:3]  # the prompt is masked  # doctest: +SKIP
@@ -89,6 +102,16 @@ class ExampleFormatter:
         self.template = resolve_template(template, tokenizer)
         self.max_seq_length = max_seq_length
         self.train_on_prompt = train_on_prompt
+        self.rules = TokenRules.from_tokenizer(tokenizer)
+        #: One-line notes on what formatting did that the tokenizer or template alone would not have
+        #: (training prints them with the banner).
+        self.notes: list[str] = []
+        if self.template == "chat" and self.rules.bos_ids and not template_writes_bos(tokenizer):
+            self.notes.append(f"the tokenizer puts {tokenizer.decode(list(self.rules.bos_ids))!r} before every text "
+                              "and the chat template does not write it: each example starts with it once")
+        if self.template == "chat" and self.rules.turn_end is None:
+            self.notes.append(f"the chat template closes an assistant turn with no special token; every answer "
+                              f"is trained with {tokenizer.eos_token!r} (EOS) after it, so the model learns to stop")
 
     # -- segments ---------------------------------------------------------------------------
     def _ids(self, text: str, split_special: bool = False) -> list[int]:
@@ -97,7 +120,8 @@ class ExampleFormatter:
         return self.tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"]
 
     def _qa_segments(self, messages: list[dict[str, str]]) -> list[tuple[list[int], bool]]:
-        segments: list[tuple[list[int], bool]] = []
+        # BOS where the tokenizer itself adds one (Llama-2-style sentencepiece, Gemma), once per example.
+        segments: list[tuple[list[int], bool]] = [(list(self.rules.bos_ids), False)] if self.rules.bos_ids else []
         for message in messages:
             role, content = message["role"], message["content"]
             # The user's text is text: a literal "<|endoftext|>" in the data must not become a real EOS.
@@ -109,28 +133,61 @@ class ExampleFormatter:
                 segments.append((self._ids(f" {content}", split_special=True) + [self.tokenizer.eos_token_id], True))
         return segments
 
-    def _chat_segments(self, messages: list[dict[str, str]]) -> list[tuple[list[int], bool]]:
-        def render(conversation: list[dict[str, str]], **kwargs: Any) -> str:
-            try:
-                return self.tokenizer.apply_chat_template(conversation, **kwargs)
-            except Exception as exc:  # e.g. a conversation that opens with the assistant, or roles that do not alternate
-                roles = ", ".join(m["role"] for m in messages)
-                raise TemplateError(f"the chat template cannot render a conversation with roles [{roles}] ({exc}); "
-                                    "fix that conversation or use --template qa") from None
+    def _render(self, messages: list[dict[str, str]], conversation: list[dict[str, str]], **kwargs: Any) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
+        except Exception as exc:  # e.g. a conversation that opens with the assistant, or roles that do not alternate
+            roles = ", ".join(m["role"] for m in messages)
+            raise TemplateError(f"the chat template cannot render a conversation with roles [{roles}] ({exc}); "
+                                "fix that conversation or use --template qa") from None
 
-        segments: list[tuple[list[int], bool]] = []
-        done = ""
+    def _chat_spans(self, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int, int, int]]]:
+        """The rendered conversation and, per assistant turn, ``(prompt start, text start, text end, answer end)``.
+
+        An answer is the assistant's text as the template wrote it plus what closes the turn, up to and including
+        the first special token after it (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``). What the template
+        writes between the generation prompt and the text (Qwen3's empty ``<think>`` block) is prompt; what it
+        writes after the closing token (a newline, the next turn's header, early Llama-3's trailing assistant
+        header) belongs to the next prompt, or to nothing after the last answer. A closing token counts only
+        when nothing but white space separates it from the text.
+        """
+        full = self._render(messages, messages)
+        spans: list[tuple[int, int, int, int]] = []
+        done = 0
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            prompt = render(messages[:i], add_generation_prompt=True, tokenize=False)
-            full = render(messages[: i + 1], tokenize=False)
-            if not (prompt.startswith(done) and full.startswith(prompt)):
+            prefix = self._render(messages, messages[:i], add_generation_prompt=True)
+            if not full.startswith(prefix) or len(prefix) < done:
                 raise TemplateError("the chat template does not render conversations as growing prefixes, so "
                                     "answer tokens cannot be located; use --template qa")
-            segments.append((self._ids(prompt[len(done):]), False))
-            segments.append((self._ids(full[len(prompt):]), True))
-            done = full
+            text = message["content"].strip()
+            start = full.find(text, len(prefix))
+            if start == -1:
+                raise TemplateError(f"the chat template changes the assistant's text {text[:40]!r} when it renders "
+                                    "it, so the answer tokens cannot be located; use --template qa")
+            text_end = end = start + len(text)
+            closing = first_special(full, self.rules.specials, text_end)
+            if closing is not None and not full[text_end:closing[0]].strip():  # only white space before it
+                end = closing[0] + len(closing[1])
+            spans.append((done, start, text_end, end))
+            done = end
+        return full, spans
+
+    def _chat_segments(self, messages: list[dict[str, str]]) -> list[tuple[list[int], bool]]:
+        full, spans = self._chat_spans(messages)
+        segments: list[tuple[list[int], bool]] = []
+        bos_text = self.tokenizer.decode(list(self.rules.bos_ids)) if self.rules.bos_ids else ""
+        if bos_text and not full.startswith(bos_text):  # the tokenizer adds BOS and the template does not write it
+            segments.append((list(self.rules.bos_ids), False))
+        for prompt_start, text_start, text_end, answer_end in spans:
+            segments.append((self._ids(full[prompt_start:text_start]), False))
+            # The answer's own text is text (a literal "<|im_end|>" in the data stays characters); the closing is
+            # the template's, so its special token is the real one.
+            ids = self._ids(full[text_start:text_end], split_special=True) + self._ids(full[text_end:answer_end])
+            if answer_end == text_end:  # the template closes the turn with no special token
+                ids.append(self.tokenizer.eos_token_id)
+            segments.append((ids, True))
         return segments
 
     def segments(self, messages: list[dict[str, str]]) -> list[tuple[list[int], bool]]:
@@ -158,7 +215,7 @@ class ExampleFormatter:
         """
         if messages and messages[-1]["role"] == "assistant":
             messages = messages[:-1]
-        placeholder = [*messages, {"role": "assistant", "content": "x"}]
+        placeholder = [*messages, {"role": "assistant", "content": PROBE_ANSWER}]
         segments = self.segments(placeholder)
         ids: list[int] = []
         for seg, is_answer in segments[:-1]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from theta_ai.data.tokenize import IGNORE_INDEX
+from theta_ai.model.tokens import stop_token_ids  # the stop rules live with the token rules
 
 if TYPE_CHECKING:  # pragma: no cover
     from theta_ai.data import Example, ExampleFormatter
@@ -59,15 +60,6 @@ def clean_answer(text: str) -> tuple[str, bool]:
     if match:
         return text[: match.start()].strip(), True
     return text.strip(), False
-
-
-def stop_token_ids(model, tokenizer) -> list[int]:
-    """The tokenizer's EOS plus any EOS ids in the model's generation config (chat models end turns with their own)."""
-    ids = [tokenizer.eos_token_id]
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if configured is not None:
-        ids += configured if isinstance(configured, (list, tuple)) else [configured]
-    return list(dict.fromkeys(i for i in ids if i is not None))
 
 
 def context_length(model) -> int | None:

@@ -30,6 +30,7 @@ from theta_ai.eval.analysis import (CATEGORY_HELP, PRECEDENCE, categorize, categ
 from theta_ai.eval.generation import (answer_losses, context_length, fit_prompts, generate_answers, select_subset)
 from theta_ai.metrics import PER_EXAMPLE_KEYS, TEXT_METRIC_KEYS, compute_text_metrics, per_example_scores
 from theta_ai.errors import ModelLoadError
+from theta_ai.model.gguf import find_gguf
 
 logger = logging.getLogger("theta_ai")
 
@@ -92,8 +93,11 @@ def check_model_folder(path: str | Path) -> Path:
     folder = Path(path).expanduser()
     if not folder.exists():
         raise ModelLoadError(f"--model-path {path} does not exist; check the path")
+    if find_gguf(folder) is not None:  # a .gguf file, or a folder holding exactly one
+        return folder
     if not folder.is_dir():
-        raise ModelLoadError(f"--model-path {path} is a file, not a model folder; point at the folder that holds config.json")
+        raise ModelLoadError(f"--model-path {path} is a file, not a model folder; point at the folder that holds "
+                             "config.json, or at a .gguf file")
     if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
         inside = sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file())
         hint = (f" (it holds model folders: {', '.join(inside[:4])}; e.g. --model-path {folder / inside[0]})"

@@ -26,7 +26,9 @@ from transformers import (
 )
 
 from theta_ai.errors import ModelLoadError  # noqa: F401 (defined in errors.py)
+from theta_ai.model.gguf import find_gguf, load_gguf, load_gguf_tokenizer
 from theta_ai.model.lora import adapter_base, is_adapter_folder, load_adapter
+from theta_ai.model.tokens import keep_generation_eos
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -77,19 +79,29 @@ def build_theta_tiny(texts: Iterable[str], seed: int = 42) -> LoadedModel:
 
 
 def _align_special_tokens(model, tokenizer) -> None:
-    """GPT-2-style tokenizers have no pad token: pad with EOS (labels are masked by position, so EOS still trains)."""
+    """Pad and stop ids the model's generation agrees with.
+
+    GPT-2-style tokenizers have no pad token: pad with EOS (labels are masked by position, so EOS still
+    trains). The model's own ``generation_config.eos_token_id`` list is kept (Llama-3-Instruct has three ids);
+    the trained end ids it lacks (the template's turn end, the tokenizer's EOS) are added
+    (:func:`theta_ai.model.tokens.keep_generation_eos`), so every checkpoint stops where it was trained to.
+    """
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        keep_generation_eos(model, tokenizer)
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> "PreTrainedTokenizerBase":
 
+    gguf_file = find_gguf(name_or_path)  # a .gguf file, or a folder holding one (model/gguf.py)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = (load_gguf_tokenizer(gguf_file) if gguf_file is not None else
+                     AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code))
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(_explain(name_or_path, "tokenizer", exc)) from None
     if tokenizer.pad_token is None:
@@ -103,7 +115,7 @@ def _explain(name: str, what: str, exc: Exception) -> str:
         return (f"{name} holds no loadable {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                 "point --model-name/--model-path at a folder written by save_pretrained or by theta-train")
     if path.exists():
-        return f"{name} is a file, not a model folder; point at the folder that holds config.json"
+        return f"{name} is a file, not a model folder; point at the folder that holds config.json, or at a .gguf file"
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         return f"{name} does not exist; check the path"
     return (f"could not load {what} {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
@@ -129,7 +141,7 @@ def set_dropout(model, p: float) -> list[str]:
 def load_model_and_tokenizer(model_name: str, *, train_texts: Iterable[str] | None = None, seed: int = 42,
                              trust_remote_code: bool = False, dtype: str | None = None,
                              adapter: str = "merge") -> LoadedModel:
-    """Load ``model_name`` (hub id, local folder, LoRA adapter folder, or ``theta-tiny``) with a tokenizer that can pad.
+    """Load ``model_name`` (hub id, local folder, LoRA adapter folder, GGUF file, or ``theta-tiny``) with a tokenizer that can pad.
 
     ``train_texts`` is needed only for ``theta-tiny`` (its tokenizer is trained on them). An adapter folder
     is loaded onto the base model its config names (a relative path counts from the adapter folder): merged
@@ -154,6 +166,11 @@ def load_model_and_tokenizer(model_name: str, *, train_texts: Iterable[str] | No
         if train_texts is None:
             raise ModelLoadError("theta-tiny trains its tokenizer on the training data; pass train_texts")
         return build_theta_tiny(train_texts, seed)
+    gguf_file = find_gguf(model_name)
+    if gguf_file is not None:  # dequantized into a plain model (model/gguf.py)
+        model, tokenizer, source = load_gguf(gguf_file, model_name, dtype=dtype)
+        _align_special_tokens(model, tokenizer)
+        return LoadedModel(model, tokenizer, source)
 
     tokenizer = load_tokenizer(model_name, trust_remote_code)
     try:

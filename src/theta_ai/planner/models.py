@@ -43,6 +43,12 @@ def model_config(name_or_path: str, *, trust_remote_code: bool = False):
                                                  if k not in ("model_type", "architectures")})
         config._name_or_path = name_or_path
         return config
+    from theta_ai.model.gguf import check_gguf_package, find_gguf
+
+    gguf_file = find_gguf(name_or_path)
+    if gguf_file is not None:  # the config a GGUF file carries (read without dequantizing a tensor)
+        check_gguf_package(gguf_file)
+        return AutoConfig.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
     path = Path(name_or_path)
     if path.exists():
         if not (path / "config.json").is_file():

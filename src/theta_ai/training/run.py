@@ -179,6 +179,7 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
 
     loaded = load_run_model(cfg, train_examples, checkpoint_dir, resume_from, notes)
     formatter = ExampleFormatter(loaded.tokenizer, cfg.template, cfg.max_seq_length, cfg.train_on_prompt)
+    notes += formatter.notes
     train_dataset, train_stats = formatter.encode_all(train_examples)
     val_dataset, val_stats = formatter.encode_all(val_examples)
     notes += [f"training data: {w}" for w in train_stats.warnings(cfg.max_seq_length)]

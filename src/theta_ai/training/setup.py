@@ -31,6 +31,7 @@ from theta_ai.model.load import (
     load_tokenizer,
     training_texts,
 )
+from theta_ai.model.gguf import find_gguf
 from theta_ai.model.lora import (
     adapter_base,
     base_reference,
@@ -203,7 +204,7 @@ def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_d
                          "model and all weights train (add --lora to keep training the adapter instead)")
         if cfg.lora:
             base = source
-            if source == THETA_TINY:
+            if source == THETA_TINY or find_gguf(source) is not None:  # adapters need a safetensors base to name
                 base = (checkpoint_dir / ckpt.BASE_DIR).resolve()
                 if not cfg.dry_run:  # a dry run writes nothing
                     base = save_base_model(loaded.model, loaded.tokenizer, checkpoint_dir).resolve()
