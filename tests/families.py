@@ -34,11 +34,9 @@ TOKENIZERS = SHARED / "tokenizers"
 TIED = {"gpt2": True, "llama3": False, "qwen3": True, "gemma3": True}
 
 # peft "all-linear" on each family: every Linear/Conv1D of the blocks, never the LM head.
-LORA_TARGETS = {
-    "gpt2": {"c_attn", "c_proj", "c_fc"},
-    **dict.fromkeys(("llama3", "qwen3", "gemma3"),
-                    {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}),
-}
+_DECODER_TARGETS = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+LORA_TARGETS = {"gpt2": frozenset({"c_attn", "c_proj", "c_fc"}), "llama3": _DECODER_TARGETS, "qwen3": _DECODER_TARGETS,
+                "gemma3": _DECODER_TARGETS}
 
 WIDTH, LAYERS = 64, 2
 
@@ -54,7 +52,7 @@ def tokenizer_dir(name: str) -> Path:
     return folder
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def family_tokenizer(name: str):
     """The real tokenizer of family ``name``, loaded once per process (Gemma 3's 262k vocabulary takes seconds).
 
@@ -72,7 +70,7 @@ def fresh_tokenizer(name: str):
 
 def family_config(name: str, tokenizer):
     """The tiny config of family ``name`` for ``tokenizer`` (vocabulary ``len(tokenizer)``, its special ids)."""
-    from transformers import GPT2Config, Gemma3TextConfig, LlamaConfig, Qwen3Config
+    from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig, Qwen3Config
 
     ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=TIED[name])
