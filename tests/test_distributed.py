@@ -169,7 +169,8 @@ def _worker(values_file: str, out_dir: str, sigterm_step: str = "") -> int:
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             record.update(world_size=args.world_size, process_index=args.process_index,
-                          global_step=state.global_step, digest=weights_digest(model.state_dict()))
+                          global_step=state.global_step, digest=weights_digest(model.state_dict()),
+                          tokens_seen=state.num_input_tokens_seen, lengths=list(run.train_dataset["length"]))
 
     run.collator = recording_collator
     train(cfg, prepared=run, callbacks=[Recorder()])
@@ -233,6 +234,12 @@ def test_ranks_train_on_disjoint_shards_covering_the_data(recorder_runs):
         assert set(shards[0]) | set(shards[1]) == set(range(N_RECORDS))
     # a new order every epoch (the sampler is reseeded per epoch)
     assert ranks[0]["batches"][:STEPS_PER_EPOCH] != ranks[0]["batches"][STEPS_PER_EPOCH:]
+
+
+def test_the_token_count_sums_both_processes_once_per_log(recorder_runs):
+    """Each process counts its batches' real tokens on the CPU; ThetaTrainer.log sums them over the processes."""
+    for rec in recorder_runs["fresh"]:
+        assert rec["tokens_seen"] == 2 * sum(rec["lengths"])  # every training example twice, over both ranks
 
 
 def test_ranks_agree_on_losses_and_weights(recorder_runs):

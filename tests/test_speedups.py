@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
@@ -60,3 +63,54 @@ def test_trim_really_skips_the_leading_prompt_columns(tmp_path):
     trainer.compute_loss(model, dict(batch))
     handle.remove()
     assert seen["columns"] == batch["input_ids"].shape[1] - 5
+
+
+def test_the_collator_marks_the_trimming_start_so_the_step_computes_nothing_on_the_device(tmp_path, monkeypatch):
+    """MarkedCollator finds the first trained column (and counts the real tokens) on the CPU; compute_loss only
+    reads the marks (no .nonzero() + int() on device tensors, a host sync per micro-batch on a GPU), hides them
+    from the model, and trims exactly as before. A batch without marks still trims, computing the start itself."""
+    import theta_ai.training.trainer as trainer_module
+    from theta_ai.data import MarkedCollator
+    from theta_ai.data.collate import ANSWER_START, REAL_TOKENS
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, bos_token_id=0, eos_token_id=0,
+                                       resid_pdrop=0, embd_pdrop=0, attn_pdrop=0))
+    model.train()  # training mode: the real tokens are counted (evaluation batches are not)
+    trainer = ThetaTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none"))
+    plain = _batch(100)
+    torch.manual_seed(0)
+    rows = []
+    for prompt, answer in ((9, 5), (14, 3), (6, 11)):
+        ids = torch.randint(1, 100, (prompt + answer,)).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    marked = MarkedCollator(PaddingCollator(pad_token_id=0))(rows)
+    assert marked[ANSWER_START] == 5 and marked[REAL_TOKENS] == 14 + 17 + 17 == int(plain["attention_mask"].sum())
+    seen = {}
+    model.lm_head.register_forward_hook(lambda mod, args, out: seen.update(columns=out.shape[1]))
+
+    def no_device_work(batch):
+        raise AssertionError("compute_loss searched the labels although the collator marked the batch")
+
+    monkeypatch.setattr(trainer_module, "mark_batch", no_device_work)
+    marked_loss = trainer.compute_loss(model, dict(marked))
+    assert seen["columns"] == plain["input_ids"].shape[1] - 5
+    assert trainer._real_tokens_pending == 48
+    monkeypatch.undo()
+    plain_loss = trainer.compute_loss(model, dict(plain))  # unmarked: the start is computed here
+    assert seen["columns"] == plain["input_ids"].shape[1] - 5 and torch.equal(marked_loss, plain_loss)
+    assert trainer._real_tokens_pending == 48
+
+
+def test_the_token_count_is_every_real_token_of_every_epoch(tmp_path):
+    """state.num_input_tokens_seen (throughput/tokens_per_second) from the collator's counts: exactly the
+    examples' lengths summed over the epochs, with no per-step gather."""
+    from theta_fixtures import tiny_train_config
+
+    from theta_ai.config import resolve_config
+    from theta_ai.training.run import prepare_run, train
+
+    run = prepare_run(resolve_config(tiny_train_config(tmp_path, n=24, epochs=2.0)))
+    assert run.training_args.include_num_input_tokens_seen == "no"
+    result = train(run.cfg, prepared=run)
+    state = json.loads((Path(result.checkpoints[-1]) / "trainer_state.json").read_text())
+    assert state["num_input_tokens_seen"] == 2 * sum(run.train_dataset["length"])

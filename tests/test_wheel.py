@@ -197,3 +197,10 @@ def test_installed_wheel_runs_the_quick_start_from_an_empty_folder(tmp_path):
     results = json.loads((out / "eval_results.json").read_text())
     assert results["num_examples"] == 60
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 60
+
+    # theta-chat from the wheel answers a validation question as theta-eval did (same prompt, same stop rules)
+    assert "theta-chat = theta_ai.cli.chat:main" in entry_points
+    first = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])
+    chat = _run([bindir / "theta-chat", "--model-path", "models/quickstart/theta_best", "--prompt", first["question"],
+                 "--max-new-tokens", "128"], cwd=work, env=env)
+    assert chat.stdout == f"{first['prediction']}\n", (chat.stdout, first)

@@ -83,7 +83,9 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         remove_unused_columns=False,  # the collator picks its columns; "length" feeds the sampler
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         length_column_name="length",
-        include_num_input_tokens_seen="non_padding",  # real tokens, for throughput/tokens_per_second
+        # Real tokens are counted by the collator on the CPU (ThetaTrainer.log sums them); Trainer's own count
+        # ("non_padding") would gather and .item() every micro-batch, a host sync per step on a GPU.
+        include_num_input_tokens_seen="no",
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda(),  # pinning only helps (and only works) with a GPU
         # Without CUDA, accelerate sets up multi-process (gloo) training only when told it is a CPU run;

@@ -7,7 +7,7 @@ Length grouping is Trainer's own ``train_sampling_strategy="group_by_length"``, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from theta_ai.data.tokenize import IGNORE_INDEX
 from theta_ai.errors import PackingUnsupportedError  # noqa: F401 (defined in errors.py)
@@ -44,6 +44,39 @@ class PaddingCollator:
             labels[row, :n] = torch.as_tensor(feature["labels"], dtype=torch.long)
             attention_mask[row, :n] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+#: Keys :class:`MarkedCollator` adds to a batch, read (and removed) by ``ThetaTrainer.compute_loss``: computed on
+#: the CPU while the batch is built, so the training step copies nothing back from the device for them.
+ANSWER_START = "theta_answer_start"  # first column whose next label is trained in some row: the LM head starts here
+REAL_TOKENS = "theta_real_tokens"  # tokens that are not padding (the tokens/s of the throughput panel)
+MARK_KEYS = (ANSWER_START, REAL_TOKENS)
+
+
+def mark_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """``batch`` plus :data:`ANSWER_START` and :data:`REAL_TOKENS` (plain ints), from its CPU tensors.
+
+    >>> import torch
+    >>> mark_batch({"labels": torch.tensor([[-100, -100, 5, 6], [-100, -100, -100, 7]]),
+    ...             "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])})[ANSWER_START]
+    1
+    """
+    labels = batch["labels"]
+    targets = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero()
+    start = int(targets[0]) if len(targets) else labels.shape[1] - 1
+    mask = batch.get("attention_mask")
+    tokens = int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())  # packed rows have no padding
+    return {**batch, ANSWER_START: start, REAL_TOKENS: tokens}
+
+
+@dataclass
+class MarkedCollator:
+    """Wraps a collator and :func:`mark_batch`-es what it returns (the training collator of ThetaTrainer)."""
+
+    collate: Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        return mark_batch(self.collate(features))
 
 
 def packing_collator():

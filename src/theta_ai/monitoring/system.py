@@ -20,9 +20,10 @@ class ThroughputCallback(_WriterCallback):
 
     The interval is wall time (``time.perf_counter``) minus the time spent in evaluation and
     checkpoint saving, so the rate is the training speed (data loading included). Tokens are
-    Trainer's own count ``state.num_input_tokens_seen`` (summed over all processes), which Trainer
-    keeps only with ``TrainingArguments(include_num_input_tokens_seen="non_padding")`` (real tokens:
-    the attention-mask ones); without it only samples/s is written. Samples come from the epoch
+    ``state.num_input_tokens_seen`` (summed over all processes), which ThetaTrainer keeps from the counts
+    its collator makes on the CPU (real tokens: the attention-mask ones), and a plain Trainer keeps with
+    ``TrainingArguments(include_num_input_tokens_seen="non_padding")``; without either only samples/s is
+    written. Samples come from the epoch
     progress (``state.epoch x`` training set size), which is exact at each epoch end.
     """
 
@@ -43,13 +44,11 @@ class ThroughputCallback(_WriterCallback):
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
         self.track_tokens = getattr(args, "include_num_input_tokens_seen", "no") not in ("no", False, None)
+        self._told = False
         try:
             self.num_samples = len(train_dataloader.dataset)
         except (AttributeError, TypeError):
             self.num_samples = None
-        if self._active(state) and not self.track_tokens:
-            logger.info("throughput/tokens_per_second needs TrainingArguments(include_num_input_tokens_seen="
-                        "'non_padding'); only samples/s is logged")
         self._pause_from = self._last_step_end = None
         self._reset(state)
 
@@ -89,9 +88,13 @@ class ThroughputCallback(_WriterCallback):
                 samples = ((state.global_step - self._mark["step"]) * args.per_device_train_batch_size
                            * args.gradient_accumulation_steps * args.world_size)
             self.writer.add_scalar("throughput/samples_per_second", samples / elapsed, state.global_step)
-            if self.track_tokens:
-                tokens = state.num_input_tokens_seen - self._mark["tokens"]
+            tokens = (state.num_input_tokens_seen or 0) - self._mark["tokens"]
+            if self.track_tokens or tokens > 0:  # counted by Trainer, or by ThetaTrainer's collator marks
                 self.writer.add_scalar("throughput/tokens_per_second", tokens / elapsed, state.global_step)
+            elif not self._told:
+                self._told = True
+                logger.info("throughput/tokens_per_second needs the token count of ThetaTrainer or of "
+                            "TrainingArguments(include_num_input_tokens_seen='non_padding'); only samples/s is logged")
         self._reset(state)
 
 

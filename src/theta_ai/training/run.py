@@ -30,6 +30,7 @@ from theta_ai.config.training_args import build_training_arguments
 from theta_ai.data import (
     ExampleFormatter,
     FormatStats,
+    MarkedCollator,
     PaddingCollator,
     check_packing_isolation,
     packing_collator,
@@ -207,9 +208,9 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
         notes.append("--augment-config is set but --augment is off; no augmentation is applied")
     if cfg.packing:
         check_packing_isolation(loaded.model)
-        collator = packing_collator()
+        collator = MarkedCollator(packing_collator())
     else:
-        collator = PaddingCollator(pad_token_id=loaded.tokenizer.pad_token_id)
+        collator = MarkedCollator(PaddingCollator(pad_token_id=loaded.tokenizer.pad_token_id))
     args = build_training_arguments(cfg, checkpoint_dir, notes)
     run = PreparedRun(cfg, train_examples, val_examples, loaded, formatter, train_dataset, val_dataset,
                       train_stats, val_stats, collator, args, checkpoint_dir, run_log_dir(cfg, resume_from),

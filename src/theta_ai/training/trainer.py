@@ -27,6 +27,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from theta_ai.data.collate import ANSWER_START, MARK_KEYS, REAL_TOKENS, mark_batch
 from theta_ai.training import checkpoints as ckpt
 from theta_ai.training.disk import DiskSpaceError, checkpoint_sizes, is_disk_full
 
@@ -113,6 +114,21 @@ class ThetaTrainer(Trainer):
         self.validation_jsonl = validation_jsonl
         self.keep_checkpoints = keep_checkpoints
         self.published: list[Path] = []
+        self._real_tokens_pending = 0  # counted by compute_loss from the collator's marks, summed in log()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the real tokens counted since the last log to ``state.num_input_tokens_seen``, then log.
+
+        Trainer's own count (``include_num_input_tokens_seen``) gathers and ``.item()``-s every micro-batch; the
+        collator counts on the CPU instead, and the processes' counts are summed here, once per log (every
+        process calls ``log`` at the same steps).
+        """
+        pending, self._real_tokens_pending = self._real_tokens_pending, 0
+        if self.args.world_size > 1:
+            total = torch.tensor(pending, device=self.args.device, dtype=torch.long)
+            pending = int(self.accelerator.reduce(total, reduction="sum").item())
+        self.state.num_input_tokens_seen = (self.state.num_input_tokens_seen or 0) + pending
+        super().log(logs, start_time)
 
     def _accepts_logits_to_keep(self) -> bool:
         if not hasattr(self, "_logits_to_keep_ok"):
@@ -122,12 +138,18 @@ class ThetaTrainer(Trainer):
         return self._logits_to_keep_ok
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # The marks MarkedCollator computed on the CPU (data/collate.py); the model never sees them.
+        start, tokens = inputs.get(ANSWER_START), inputs.get(REAL_TOKENS)
+        if start is not None or tokens is not None:
+            inputs = {k: v for k, v in inputs.items() if k not in MARK_KEYS}
+        if tokens is not None and model.training:
+            self._real_tokens_pending += tokens
         labels = inputs.get("labels")
         if (return_outputs or labels is None or labels.dim() != 2 or self.label_smoother is not None
                 or self.compute_loss_func is not None or not self._accepts_logits_to_keep()):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        targets = (labels[:, 1:] != -100).any(dim=0).nonzero()
-        start = int(targets[0]) if len(targets) else labels.shape[1] - 1
+        if start is None:  # a batch from another collator: find the first trained column here (a host sync)
+            start = mark_batch({"labels": labels, "input_ids": labels})[ANSWER_START]
         if start > 0:  # logits at [start, T) predict labels (start, T]; labels[:, start] is -100 in every row
             inputs = {**inputs, "labels": labels[:, start:], "logits_to_keep": labels.shape[1] - start}
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

@@ -17,7 +17,8 @@ class GracefulStopCallback(TrainerCallback):
 
     A second Ctrl+C stops at once. The checkpoint is ``theta_checkpoint_step_S`` (mid-epoch), which
     ``--resume auto`` picks up. In a multi-process run the stop request is shared across ranks each
-    step, so all ranks save and stop at the same step.
+    step (a one-integer all-reduce on the CPU, through gloo, so no step waits on the GPU for it), so all
+    ranks save and stop at the same step.
     """
 
     SIGNALS = ("SIGINT", "SIGTERM")
@@ -25,6 +26,7 @@ class GracefulStopCallback(TrainerCallback):
     def __init__(self):
         self.received: str | None = None
         self._previous: dict = {}
+        self._group = None  # a gloo group: the stop flag is a CPU tensor, so sharing it never waits on a GPU
 
     def _handle(self, signum, frame):
         if self.received is not None and signum == signal.SIGINT:
@@ -34,6 +36,11 @@ class GracefulStopCallback(TrainerCallback):
                        "(press Ctrl+C again to stop at once)", self.received)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # every process gets here at the same point (a collective call); NCCL cannot reduce CPU tensors
+            self._group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be installed from the main thread
         for name in self.SIGNALS:
@@ -52,11 +59,13 @@ class GracefulStopCallback(TrainerCallback):
 
         if not (dist.is_available() and dist.is_initialized()):
             return self.received is not None
-        flag = torch.tensor([1 if self.received else 0], device=args.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() and self.received is None:
+        # On the CPU, through gloo: a CUDA flag's .item() would wait for every kernel queued so far, every step.
+        flag = torch.tensor([1 if self.received else 0], dtype=torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+        requested = bool(flag[0])
+        if requested and self.received is None:
             self.received = "SIGTERM"
-        return bool(flag.item())
+        return requested
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._stop_requested(args):
