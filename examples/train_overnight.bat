@@ -4,13 +4,18 @@ REM
 REM   examples\train_overnight.bat --data path\to\data --model-name gpt2 [more theta-train flags]
 REM
 REM All output is appended to logs\overnight_<preset>_<timestamp>.log. After an abnormal exit
-REM theta-train is started again with --resume auto, at most MAX_RESTARTS times (default 3).
-REM Exit codes 1 and 2 are user errors (bad data, bad flags, full disk) and 130/143 a clean stop
-REM after Ctrl+C or SIGTERM (a checkpoint was saved): the script stops on them.
+REM (crash, OOM kill, power blip) theta-train is started again with --resume auto, at most
+REM MAX_RESTARTS times (default 3), so no completed epoch is lost. Exit codes 1 and 2 are user
+REM errors (bad data, bad flags, full disk): restarting cannot fix them, so the script stops; so do
+REM 130 and 143, a clean stop after Ctrl+C or SIGTERM (a checkpoint was saved: resume it later).
+REM Each "===" line goes to the console and to the log, as in train_overnight.sh (tests/test_overnight.py
+REM compares the two scripts line for line: keep them twins).
 setlocal EnableDelayedExpansion
 if "%PRESET%"=="" set PRESET=rtx3060
 if "%MAX_RESTARTS%"=="" set MAX_RESTARTS=3
+REM RESTART_DELAY: seconds between a crash and the restart
 if "%RESTART_DELAY%"=="" set RESTART_DELAY=10
+if "%THETA_TRAIN%"=="" set THETA_TRAIN=theta-train
 if not exist logs mkdir logs
 for /f "tokens=2 delims==" %%i in ('wmic os get localdatetime /value 2^>nul') do set STAMP=%%i
 if "%STAMP%"=="" set STAMP=%RANDOM%
@@ -20,12 +25,13 @@ set EXTRA=
 
 :run
 set /a SHOWN=ATTEMPT+1
-echo === %DATE% %TIME% attempt !SHOWN!: theta-train --preset %PRESET% %* !EXTRA! >> "%LOG%"
-echo === attempt !SHOWN!: theta-train --preset %PRESET% %* !EXTRA!   (log: %LOG%)
-powershell -NoProfile -Command "theta-train --preset $env:PRESET %* $env:EXTRA.Split(' ',[StringSplitOptions]::RemoveEmptyEntries) 2>&1 | Tee-Object -FilePath $env:LOG -Append; exit $LASTEXITCODE"
+set "MSG=attempt !SHOWN!: %THETA_TRAIN% --preset %PRESET% %* !EXTRA!"
+call :say
+powershell -NoProfile -Command "%THETA_TRAIN% --preset $env:PRESET %* $env:EXTRA.Split(' ',[StringSplitOptions]::RemoveEmptyEntries) 2>&1 | Tee-Object -FilePath $env:LOG -Append; exit $LASTEXITCODE"
 set RC=%ERRORLEVEL%
 if %RC%==0 (
-  echo === %DATE% %TIME% training finished >> "%LOG%"
+  set "MSG=training finished"
+  call :say
   exit /b 0
 )
 if %RC%==1 goto usererror
@@ -34,18 +40,28 @@ if %RC%==130 goto stopped
 if %RC%==143 goto stopped
 set /a ATTEMPT+=1
 if %ATTEMPT% GTR %MAX_RESTARTS% (
-  echo === %DATE% %TIME% exit %RC%; gave up after %MAX_RESTARTS% restarts >> "%LOG%"
+  set "MSG=exit %RC%; gave up after %MAX_RESTARTS% restarts"
+  call :say
   exit /b %RC%
 )
-echo === %DATE% %TIME% exit %RC%; restarting with --resume auto in %RESTART_DELAY% s (%ATTEMPT%/%MAX_RESTARTS%) >> "%LOG%"
+set "MSG=exit %RC%; restarting with --resume auto in %RESTART_DELAY% s (%ATTEMPT%/%MAX_RESTARTS%)"
+call :say
 set EXTRA=--resume auto
 timeout /t %RESTART_DELAY% /nobreak >nul
 goto run
 
 :usererror
-echo === %DATE% %TIME% theta-train refused the input (exit %RC%); fix it and run again >> "%LOG%"
+set "MSG=theta-train refused the input (exit %RC%); fix it and run again"
+call :say
 exit /b %RC%
 
 :stopped
-echo === %DATE% %TIME% stopped on request (exit %RC%); continue later with --resume auto >> "%LOG%"
+set "MSG=stopped on request (exit %RC%); continue later with --resume auto"
+call :say
 exit /b %RC%
+
+REM One "===" line, on the console and appended to the log (delayed expansion: MSG may hold ( ) ; and quotes).
+:say
+echo === %DATE% %TIME% !MSG!
+>> "%LOG%" echo === %DATE% %TIME% !MSG!
+exit /b 0

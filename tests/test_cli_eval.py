@@ -157,6 +157,16 @@ def test_bad_data_gives_the_same_error_as_theta_train(run):
     assert 'line 2, field "answer"' in line
 
 
+def test_sample_data_paths_work_as_in_theta_train(run):
+    """--data sample:NAME: the data bundled in the package, as theta-train reads it (it was "does not exist")."""
+    result = run.theta("theta-eval", "--model-path", "m/theta_final", "--data", "sample:theta_sample_val.json",
+                       "--max-examples", "3", "--max-new-tokens", "4", "--output", "sample_eval")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((run.root / "sample_eval" / "eval_results.json").read_text())["num_examples"] == 3
+    unknown = _one_line_error(run.theta("theta-eval", "--model-path", "m/theta_final", "--data", "sample:nope.json"))
+    assert unknown.startswith("theta-eval: error: --data: ") and "theta_sample_val.json" in unknown
+
+
 def test_usage_errors(run):
     result = run.theta("theta-eval", "--model-path", "m/theta_final", "--bach-size", "4")
     assert result.returncode == 2 and "did you mean --batch-size" in result.stderr

@@ -150,7 +150,9 @@ def test_gradient_accumulation_matches_one_big_batch(family, data, tmp_path, tmp
     for name, start in initial.items():
         scale = (after_big[name] - start).abs().max().item()
         moved += scale > 0
-        torch.testing.assert_close(after_small[name], after_big[name], rtol=1e-6, atol=1e-6 * max(scale, 1e-12),
+        # 1e-4 of the largest update: multi-threaded matmuls sum a batch of 4 in another order than 4 batches of 1
+        # (seen: 1.2e-5 of it with 2 threads); a wrong normaliser is off by ~30% of it
+        torch.testing.assert_close(after_small[name], after_big[name], rtol=1e-5, atol=1e-4 * max(scale, 1e-12),
                                    msg=lambda m, n=name: f"{family} {n}: {m}")
     assert moved, "the step changed nothing"
 

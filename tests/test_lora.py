@@ -166,6 +166,7 @@ SAVED_LORA = "r=8, alpha=16, dropout=0.05, target modules c_attn,c_fc,c_proj"
     ({"lora_dropout": 0.2}, "--lora-dropout 0.2"),
     ({"lora_r": 4}, "--lora-r 4"),
     ({"lora_target_modules": "c_attn"}, "--lora-target-modules c_attn"),
+    ({"lora_dora": True, "lora_rslora": True}, "--lora-dora, --lora-rslora"),
 ])
 def test_lora_resume_keeps_the_saved_adapter_configuration(lora_run, tmp_path, flags, ignored):
     tmp, full = lora_run
@@ -316,3 +317,31 @@ def test_lora_dry_run_writes_nothing(tmp_path):
     assert "LoRA r=8" in run.loaded.source
     models = tmp_path / "models"
     assert not models.exists() or not any(models.iterdir())
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_dora_and_rslora_train_save_and_merge(tmp_path, arch):
+    """--lora-dora and --lora-rslora reach peft (use_dora, use_rslora): the adapter trains its magnitude vectors,
+    saves both settings, and merges into a plain model whose logits are the adapter model's."""
+    from transformers import AutoModelForCausalLM
+
+    from theta_ai.model.merge import merge_adapter
+
+    texts = [r["question"] for r in qa_records(20)] * 3
+    values = tiny_train_config(tmp_path, lora=True, lora_dora=True, lora_rslora=True, epochs=1.0, learning_rate=1e-2)
+    if arch == "llama":
+        values["model_name"] = str(build_tiny_llama(tmp_path / "llama", texts))
+    run = prepare_run(resolve_config(values))
+    config = run.loaded.model.peft_config["default"]
+    assert (config.use_dora, config.use_rslora) == (True, True)
+    trainable = {n for n, p in run.loaded.model.named_parameters() if p.requires_grad}
+    assert any("lora_magnitude_vector" in n for n in trainable) and all("lora_" in n for n in trainable)
+    result = train(run.cfg, prepared=run)
+    saved = json.loads((result.final_dir / "adapter_config.json").read_text())
+    assert (saved["use_dora"], saved["use_rslora"]) == (True, True)
+    merged = merge_adapter(str(result.final_dir), str(tmp_path / "merged"))
+    adapter = load_model_and_tokenizer(str(result.final_dir), adapter="trainable").model.eval()
+    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
+    ids = torch.tensor([[3, 5, 7, 11, 13, 17]])
+    with torch.no_grad():
+        torch.testing.assert_close(plain(ids).logits, adapter(ids).logits, rtol=1e-4, atol=1e-5)

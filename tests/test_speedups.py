@@ -114,3 +114,34 @@ def test_the_token_count_is_every_real_token_of_every_epoch(tmp_path):
     result = train(run.cfg, prepared=run)
     state = json.loads((Path(result.checkpoints[-1]) / "trainer_state.json").read_text())
     assert state["num_input_tokens_seen"] == 2 * sum(run.train_dataset["length"])
+
+
+def test_augmentation_in_a_worker_process_trains_exactly_as_on_the_training_thread(tmp_path):
+    """--augment defaults to one dataloader worker (augmenting and tokenizing beside the step); new workers every
+    epoch see the epoch, so the views, and the trained weights, are bit-identical to augmenting in-process."""
+    from theta_fixtures import tiny_train_config, weights_sha256
+
+    from theta_ai.config import resolve_config
+    from theta_ai.training.run import prepare_run, train
+
+    digests = {}
+    for workers in (None, 0):
+        folder = tmp_path / f"workers_{workers}"
+        run = prepare_run(resolve_config(tiny_train_config(folder, n=24, epochs=2.0, augment=True,
+                                                           dataloader_workers=workers, eval_batch_size=3)))
+        assert run.training_args.dataloader_num_workers == (1 if workers is None else 0)
+        assert (run.training_args.per_device_eval_batch_size, run.training_args.per_device_train_batch_size) == (3, 8)
+        result = train(run.cfg, prepared=run)
+        digests[workers] = weights_sha256(Path(result.checkpoints[-1]))
+    assert digests[None] == digests[0]
+
+
+def test_theta_eval_loads_weights_in_the_training_precision_on_a_gpu(monkeypatch):
+    from theta_ai.eval.runner import eval_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a Turing card
+    assert [eval_dtype({"precision": p}, "cuda") for p in ("fp16", "bf16", "fp32")] == ["float16", "bfloat16", None]
+    assert eval_dtype({}, "cuda:0") == "float16"  # a folder theta-train did not write: half precision the card has
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert eval_dtype({}, "cuda") == "bfloat16"
+    assert eval_dtype({"precision": "fp16"}, "cpu") is None  # fp32 on a CPU, whatever training used

@@ -13,7 +13,7 @@ import copy
 import json
 
 import pytest
-from families import FAMILIES, family_tokenizer, fresh_tokenizer, tiny_family_model
+from families import FAMILIES, family_tokenizer, tiny_family_model
 
 from theta_ai.data import IGNORE_INDEX, Example, ExampleFormatter
 from theta_ai.model.tokens import TokenRules, keep_generation_eos, stop_token_ids

@@ -248,3 +248,12 @@ def test_each_run_gets_its_own_log_folder(tmp_path, monkeypatch):
     second = run_setup.run_log_dir(cfg, None)
     assert (first.name, second.name) == ("rtx3060-20261125-120000", "rtx3060-20261125-120000-2")
     assert first.parent == second.parent == tmp_path / "logs"
+
+
+def test_a_warmup_longer_than_the_run_is_said_unless_a_ratio_replaces_it(tmp_path):
+    long = prepare_run(resolve_config(tiny_train_config(tmp_path / "a", warmup_steps=500)))
+    assert ("warmup 500 steps is longer than the whole run (12 steps): the learning rate never reaches 0.002; lower "
+            "--warmup-steps or use --warmup-ratio 0.1") in long.notes
+    ratio = prepare_run(resolve_config(tiny_train_config(tmp_path / "b", warmup_steps=500, warmup_ratio=0.1)))
+    assert not [n for n in ratio.notes if n.startswith("warmup")]
+    assert ratio.training_args.warmup_steps == 0.1  # Trainer reads a value below 1 as a ratio of the run

@@ -171,7 +171,7 @@ def test_installed_wheel_runs_the_quick_start_from_an_empty_folder(tmp_path):
     log = train.stdout + train.stderr
     assert "does not exist" not in log
     assert "[theta] theta-train: preset cpu-quickstart, model theta-tiny" in log
-    assert "[theta] examples: 336 train, 60 validation; 42 optimizer steps per epoch, 2 epochs" in log
+    assert "[theta] examples: 336 train, 60 validation; 84 optimizer steps per epoch, 2 epochs" in log
     assert ("[theta] done: 2 epoch checkpoint(s) in models/quickstart, best model models/quickstart/theta_best, "
             "final model models/quickstart/theta_final") in log
     assert sorted(p.name for p in work.iterdir()) == ["logs", "models"]  # nothing written anywhere else in cwd

@@ -33,7 +33,7 @@ _EXPORTS = {
     "set_dropout": "model.load", "merge_adapter": "model.merge",
     # training
     "ThetaTrainer": "training.trainer", "BestModelCallback": "training.callbacks", "PreparedRun": "training.run",
-    "TrainResult": "training.run", "prepare_run": "training.run", "train": "training.run", "dry_run_report": "training.run",
+    "TrainResult": "training.run", "prepare_run": "training.run", "train": "training.run", "dry_run_report": "training.dry_run",
     "latest_checkpoint": "training.checkpoints", "epoch_checkpoints": "training.checkpoints",
     # augmentation
     "AugmentConfig": "augment", "Augmenter": "augment",

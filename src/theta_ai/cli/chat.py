@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from theta_ai.cli.common import parse_strictly, run_guarded, setup_logging
+from theta_ai.cli.common import configure_console, parse_strictly, run_guarded, setup_logging
 
 PROG = "theta-chat"
 COMMANDS = "/reset starts a new conversation, /exit quits (or Ctrl+D); Ctrl+C stops an answer"
@@ -106,10 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         from theta_ai.eval.chat import ChatSession, ChatSettings
         from theta_ai.eval.runner import load_eval_model
 
-        from transformers.utils import logging as hf_logging
-
         logger = setup_logging()
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar in front of the conversation
+        configure_console()  # no "Loading weights" bar or known-harmless library messages before the conversation
         settings = ChatSettings(system=args.system, max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, top_p=args.top_p, seed=args.seed)
         settings.check()

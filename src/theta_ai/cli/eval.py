@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from theta_ai.cli.common import parse_strictly, run_guarded, setup_logging
+from theta_ai.cli.common import configure_console, parse_strictly, run_guarded, setup_logging
 
 PROG = "theta-eval"
 
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--logdir", metavar="DIR",
                         help="also write the metrics as TensorBoard scalars and example tables into DIR (e.g. the "
                              "training run's log folder)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show library progress bars (Loading weights) and the library messages theta-eval "
+                             "hides as harmless")
     return parser
 
 
@@ -85,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 
     def body() -> int:
-        from theta_ai.eval.report import summary_lines
+        from theta_ai.eval.report import summary_lines, training_plot
         from theta_ai.eval.runner import EVAL_DIR, EvalSettings, evaluate_model, log_to_tensorboard, write_outputs
 
         logger = setup_logging()
+        configure_console(args.verbose)
         settings = EvalSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                 num_examples=args.num_examples, seed=args.seed, max_examples=args.max_examples)
         result = evaluate_model(args.model_path, args.data, settings, progress=True)
@@ -102,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in summary_lines(result):
             print(line)
         print(f"wrote {paths['results']}, {paths['predictions'].name}, {paths['report'].name}")
+        plot = training_plot(result.results)
+        if plot is not None:
+            print(f"training curves of this model: {plot}")
         return 0
 
     return run_guarded(PROG, body)

@@ -22,7 +22,7 @@ import sys
 
 from theta_ai.config.options import OPTIONS, Option, _bool
 from theta_ai.config.presets import DEFAULT_PRESET, PRESETS
-from theta_ai.cli.common import attach_log_file, parse_strictly, run_guarded, setup_logging
+from theta_ai.cli.common import attach_log_file, configure_console, parse_strictly, run_guarded, setup_logging
 
 # Conventional shell codes for "stopped by a signal"; the overnight scripts do not restart on them.
 STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -113,12 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from theta_ai.config import resolve_config
         from theta_ai.training.setup import is_main_process
-        from theta_ai.training.run import dry_run_report, prepare_run, train
+        from theta_ai.training.dry_run import dry_run_report
+        from theta_ai.training.run import prepare_run, train
 
         logger = setup_logging()
         if not is_main_process():
             logger.setLevel(logging.WARNING)  # rank 0 prints the banner and progress lines, once
         cfg = resolve_config(values, preset=preset, config_file=config_file)
+        configure_console(cfg.verbose)
         if cfg.plan:
             from theta_ai.planner import plan_report
 

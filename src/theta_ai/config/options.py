@@ -114,6 +114,10 @@ class ThetaConfig:
     lora_r: int = option(8, "LoRA rank", MODEL)
     lora_alpha: int = option(16, "LoRA scaling numerator (the update is scaled by alpha / r)", MODEL)
     lora_dropout: float = option(0.05, "dropout on the LoRA branch", MODEL)
+    lora_dora: bool = option(False, "DoRA (peft use_dora): LoRA on the direction of each weight plus a trained "
+                             "magnitude; closer to full fine-tuning at the same rank, slower steps", MODEL)
+    lora_rslora: bool = option(False, "rank-stabilised LoRA (peft use_rslora): scale by alpha / sqrt(r), so high "
+                               "ranks keep learning", MODEL)
     lora_target_modules: str | None = option(None, "comma-separated module names; default: peft's all-linear, "
                                              "every linear layer but the LM head (GPT-2 c_attn,c_proj,c_fc; Llama "
                                              "q/k/v/o and gate/up/down)", MODEL, metavar="NAMES")
@@ -121,6 +125,8 @@ class ThetaConfig:
     # ---- training
     epochs: float = option(100.0, "number of training epochs", TRAINING)
     batch_size: int = option(4, "per-device batch size", TRAINING)
+    eval_batch_size: int | None = option(None, "per-device batch size of the evaluation at each epoch end (no backward "
+                                         "pass: often room for more); default: --batch-size", TRAINING)
     grad_accum: int = option(4, "gradient accumulation steps", TRAINING)
     learning_rate: float = option(5e-5, "peak learning rate", TRAINING)
     warmup_steps: int = option(500, "linear warmup steps", TRAINING)
@@ -128,9 +134,15 @@ class ThetaConfig:
     precision: str = option("auto", "auto = fp16 on CUDA, fp32 on CPU; bf16 where the card supports it", TRAINING,
                             choices=("auto", "fp16", "bf16", "fp32"))
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory", TRAINING)
+    chunked_loss: str = option("auto", "LM head and loss a slice of positions at a time, so a batch's logits never "
+                               "exist at once (one more head matmul per step); auto = for vocabularies of 100k tokens "
+                               "and more (Llama 3, Qwen, Gemma)", TRAINING, choices=("auto", "on", "off"))
     auto_batch_size: bool = option(False, "on CUDA out of memory, halve --batch-size, double --grad-accum (same "
                                    "effective batch) and start again", TRAINING)
     logging_steps: int = option(10, "log training loss and learning rate every N optimizer steps", TRAINING)
+    dataloader_workers: int | None = option(None, "processes that prepare batches beside training; default: with "
+                                            "--augment 1 (2 on 6+ cores), augmenting and tokenizing off the training "
+                                            "thread, else 0 (the data is tokenized once before training)", TRAINING)
     seed: int = option(42, "random seed (model init, data order, validation split)", TRAINING)
 
     # ---- enhanced training: augmentation, schedules, regularization, stopping, spike guard
@@ -180,6 +192,8 @@ class ThetaConfig:
     gpu_memory: str | None = option(None, "target GPU memory for --plan: 12GiB (the RTX 3060, default), 12GB = 10^9 "
                                     "bytes, 8000MB", RUN, metavar="SIZE")
     dry_run: bool = option(False, "load and check everything, print the plan and one formatted example, then exit", RUN)
+    verbose: bool = option(False, "console: also print Trainer's raw log dictionaries (always in train.log), library "
+                           "progress bars and the library messages theta_ai hides as harmless", RUN)
     distributed: bool = option(False, "accepted for torch.distributed.launch compatibility; the launcher's environment "
                                "decides", RUN)
 

@@ -74,6 +74,12 @@ def _check_values(cfg: ThetaConfig) -> None:
         value = getattr(cfg, name)
         if value < 0:
             raise ConfigError(f"{name} must not be negative, got {value!r} (from {cfg.sources[name]})")
+    if cfg.eval_batch_size is not None and cfg.eval_batch_size <= 0:
+        raise ConfigError(f"eval_batch_size must be positive, got {cfg.eval_batch_size!r} "
+                          f"(from {cfg.sources['eval_batch_size']})")
+    if cfg.dataloader_workers is not None and cfg.dataloader_workers < 0:
+        raise ConfigError(f"dataloader_workers must not be negative, got {cfg.dataloader_workers!r} "
+                          f"(from {cfg.sources['dataloader_workers']})")
     if not 0 < cfg.val_split < 1:
         raise ConfigError(f"val_split must be between 0 and 1, got {cfg.val_split!r}")
     for name in ("dropout", "label_smoothing", "warmup_ratio"):

@@ -5,6 +5,7 @@ theta_ai's choices that are not simply copied from an option are commented where
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         output_dir=str(checkpoint_dir),
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
@@ -86,7 +87,9 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         # Real tokens are counted by the collator on the CPU (ThetaTrainer.log sums them); Trainer's own count
         # ("non_padding") would gather and .item() every micro-batch, a host sync per step on a GPU.
         include_num_input_tokens_seen="no",
-        dataloader_num_workers=0,
+        dataloader_num_workers=dataloader_workers(cfg),
+        # a worker pool started once holds the dataset as it was then: new workers every epoch see set_epoch
+        dataloader_persistent_workers=False,
         dataloader_pin_memory=_cuda(),  # pinning only helps (and only works) with a GPU
         # Without CUDA, accelerate sets up multi-process (gloo) training only when told it is a CPU run;
         # otherwise each torchrun/accelerate worker trains alone on all the data and saves as if rank 0.
@@ -99,6 +102,17 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
     # config's mixed_precision); theta-train's --precision, shown in the banner, must win.
     args.mixed_precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "no"
     return args
+
+
+def dataloader_workers(cfg: ThetaConfig) -> int:
+    """``--dataloader-workers``, or the default: with ``--augment`` each item is augmented and tokenized when it is
+    fetched, so 1 worker (2 on 6+ cores) does that beside the training step; without it rows are ready-made ids
+    and a worker process would only add start-up time."""
+    if cfg.dataloader_workers is not None:
+        return cfg.dataloader_workers
+    if not cfg.augment:
+        return 0
+    return 2 if (os.cpu_count() or 1) >= 6 else 1
 
 
 def _cuda() -> bool:

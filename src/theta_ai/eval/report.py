@@ -5,7 +5,11 @@ Both are pure functions of :class:`~theta_ai.eval.runner.EvalResult` returning t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from theta_ai.monitoring.plot import PLOT_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     from theta_ai.eval.runner import EvalResult
@@ -54,22 +58,49 @@ def _quote(text: str) -> str:
     return "\n".join("> " + line for line in (text.splitlines() or [""])) if text.strip() else "> *(empty)*"
 
 
-def render_markdown(result: "EvalResult") -> str:
-    """The eval_report.md text: metrics, categories, domains, lengths, worst examples, example responses."""
+def training_plot(results: Mapping[str, Any]) -> Path | None:
+    """The ``loss.png`` of the training run that wrote the evaluated model, when it can be found.
+
+    ``theta_run.json`` records it as ``loss_plot`` (an absolute path); older checkpoints only have ``log_dir``,
+    relative to the folder theta-train ran in, which is tried from the current folder and from each folder
+    above the model.
+    """
+    info = results.get("run_info") or {}
+    candidates = [Path(info["loss_plot"])] if info.get("loss_plot") else []
+    if info.get("log_dir"):
+        log_dir = Path(info["log_dir"])
+        candidates.append(log_dir / PLOT_FILE)
+        if not log_dir.is_absolute() and results.get("model_path"):
+            candidates += [parent / log_dir / PLOT_FILE for parent in Path(results["model_path"]).parents]
+    return next((path.resolve() for path in candidates if path.is_file()), None)
+
+
+def render_markdown(result: "EvalResult", report_dir: str | Path | None = None) -> str:
+    """The eval_report.md text: metrics, categories, domains, lengths, worst examples, example responses.
+
+    ``report_dir`` (where the report is written) makes the link to the training run's ``loss.png`` relative;
+    without it the link is the absolute path.
+    """
     res = result.results
     settings = res["settings"]
     gen = res["generation"]
     lines = ["# theta-eval report", ""]
     if "model_path" in res:
         lines += [f"- model: `{res['model_path']}`", f"- data: {', '.join(f'`{d}`' for d in res['data'])}"]
+    plot = training_plot(res)
+    if plot is not None:
+        lines.append(f"- training curves (loss.png of the run that trained this model): `{plot}`")
     lines += [
         f"- examples: {res['num_examples']}; greedy decoding, batch size {settings['batch_size']}, "
         f"max new tokens {settings['max_new_tokens']}, template `{settings['template']}`, "
         f"device {settings['device']} ({settings['dtype']}), seed {settings['seed']}",
         f"- generation: {gen['hit_eos']} stopped at EOS, {gen['ran_on']} ran on into a new `Question:` turn (cut there), "
         f"{gen['truncated']} hit the token limit, {gen['prompt_truncated']} prompt(s) cut to fit the context",
-        "", "## Metrics", "",
     ]
+    if plot is not None:
+        shown = os.path.relpath(plot, report_dir) if report_dir is not None else str(plot)
+        lines += ["", f"![training and validation loss](<{shown}>)"]
+    lines += ["", "## Metrics", ""]
     lines += _table(["metric", "value"], [[METRIC_LABELS.get(k, k), v] for k, v in res["metrics"].items()])
     lines += ["", f"- BLEU signature: `{res['signatures']['bleu']}`", f"- chrF signature: `{res['signatures']['chrf']}`",
               f"- ROUGE: {res['signatures']['rouge']}",

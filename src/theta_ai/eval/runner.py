@@ -29,6 +29,7 @@ from theta_ai.eval.analysis import (CATEGORY_HELP, PRECEDENCE, categorize, categ
                              example_responses, length_stats, worst_examples)
 from theta_ai.eval.generation import (answer_losses, context_length, fit_prompts, generate_answers, select_subset)
 from theta_ai.metrics import PER_EXAMPLE_KEYS, TEXT_METRIC_KEYS, compute_text_metrics, per_example_scores
+from theta_ai.config.samples import resolve_sample_paths
 from theta_ai.errors import ModelLoadError
 from theta_ai.model.gguf import find_gguf
 
@@ -108,6 +109,23 @@ def check_model_folder(path: str | Path) -> Path:
     return folder
 
 
+def eval_dtype(run_info: dict, device: str) -> str | None:
+    """The dtype theta-eval loads weights in: on a GPU the half precision training used (bf16 where the card has
+    it when the folder does not say), so generation runs as fast as training did; fp32 on a CPU."""
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return None
+    precision = run_info.get("precision")
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        return "float16"
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float16"
+
+
 def load_eval_model(model_path: str | Path, device: str | None = None) -> EvalModel:
     """Load a model folder with its tokenizer and the training prompt format from ``theta_run.json``."""
     import torch
@@ -119,11 +137,12 @@ def load_eval_model(model_path: str | Path, device: str | None = None) -> EvalMo
         run_info = ckpt.read_run_info(folder)
     except (ValueError, OSError) as exc:
         raise ModelLoadError(f"{folder / ckpt.RUN_INFO} cannot be read ({exc}); restore or delete it") from None
-    loaded = load_model_and_tokenizer(str(folder))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = eval_dtype(run_info, device)
+    loaded = load_model_and_tokenizer(str(folder), dtype=dtype)
     # theta-train's own length, or (any other model folder) theta-train's default within the model's context
     max_seq_length = run_info.get("max_seq_length") or min(512, context_length(loaded.model) or 512)
     formatter = ExampleFormatter(loaded.tokenizer, run_info.get("template", "auto"), int(max_seq_length))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = loaded.model.to(device)
     model.eval()
     return EvalModel(model, loaded.tokenizer, formatter, folder, run_info)
@@ -265,7 +284,8 @@ def evaluate_model(model_path: str | Path, data: Sequence[str | Path] | None = N
     settings.check()
     started = time.perf_counter()
     folder = check_model_folder(model_path)
-    data_paths = [str(p) for p in data] if data else [str(default_data(folder))]
+    # sample:NAME (the bundled data) as theta-train reads it
+    data_paths = resolve_sample_paths([str(p) for p in data], "--data") if data else [str(default_data(folder))]
     examples = load_examples(data_paths).examples
     chosen = select_subset(len(examples), settings.max_examples, settings.seed)
     examples = [examples[i] for i in chosen]
@@ -297,7 +317,7 @@ def write_outputs(result: EvalResult, output_dir: str | Path) -> dict[str, Path]
                                 encoding="utf-8")
     paths["predictions"].write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result.predictions),
                                     encoding="utf-8")
-    paths["report"].write_text(render_markdown(result), encoding="utf-8")
+    paths["report"].write_text(render_markdown(result, report_dir=out), encoding="utf-8")
     return paths
 
 

@@ -57,15 +57,17 @@ def _ignore_relative_base_lookup() -> None:
 
 
 def wrap_with_lora(model: "PreTrainedModel", r: int = 8, alpha: int = 16, dropout: float = 0.05,
-                   target_modules: list[str] | str | None = None, base_path: str | None = None):
-    """A ``peft.PeftModel`` whose only trainable parameters are the LoRA adapters."""
+                   target_modules: list[str] | str | None = None, base_path: str | None = None, *,
+                   use_dora: bool = False, use_rslora: bool = False):
+    """A ``peft.PeftModel`` whose only trainable parameters are the LoRA adapters (DoRA: also the magnitudes)."""
     from peft import LoraConfig, get_peft_model
 
     # peft's all-linear: every Linear and Conv1D but the output head -- for GPT-2 c_attn, c_proj, c_fc; for Llama
     # (Mistral, Qwen2) q/k/v/o_proj and gate/up/down_proj
     targets = target_modules or "all-linear"
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM",
-                        fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")  # GPT-2 uses Conv1D
+                        fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2",  # GPT-2 uses Conv1D
+                        use_dora=use_dora, use_rslora=use_rslora)
     peft_model = get_peft_model(model, config)
     resolved = peft_model.peft_config["default"]
     if targets == "all-linear" and not isinstance(resolved.target_modules, str):
@@ -135,7 +137,9 @@ def describe_lora(config) -> str:
     """``r=8, alpha=16, dropout=0.05, target modules c_attn,c_fc,c_proj`` for a peft ``LoraConfig``."""
     targets = config.target_modules
     shown = targets if isinstance(targets, str) else ",".join(sorted(targets))
-    return f"r={config.r}, alpha={config.lora_alpha}, dropout={config.lora_dropout:g}, target modules {shown}"
+    kinds = "".join(f", {name}" for name, on in (("DoRA", getattr(config, "use_dora", False)),
+                                                  ("rsLoRA", getattr(config, "use_rslora", False))) if on)
+    return f"r={config.r}, alpha={config.lora_alpha}, dropout={config.lora_dropout:g}{kinds}, target modules {shown}"
 
 
 def differing_lora_flags(config, cfg) -> list[str]:
@@ -154,6 +158,9 @@ def differing_lora_flags(config, cfg) -> list[str]:
         flags.append(f"--lora-alpha {cfg.lora_alpha}")
     if given("lora_dropout") and not math.isclose(cfg.lora_dropout, config.lora_dropout):
         flags.append(f"--lora-dropout {cfg.lora_dropout:g}")
+    for key, attribute, flag in (("lora_dora", "use_dora", "--lora-dora"), ("lora_rslora", "use_rslora", "--lora-rslora")):
+        if given(key) and bool(getattr(cfg, key)) != bool(getattr(config, attribute, False)):
+            flags.append(flag if getattr(cfg, key) else flag.replace("--", "--no-", 1))
     if given("lora_target_modules") and cfg.lora_target_modules:
         wanted = {t.strip() for t in cfg.lora_target_modules.split(",") if t.strip()}
         saved = config.target_modules

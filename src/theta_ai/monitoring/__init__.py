@@ -23,6 +23,8 @@ What lands in TensorBoard (``tensorboard --logdir logs``), and who writes it:
   ``memory/cuda_reserved_gib``, ``memory/cuda_peak_gib`` at every training logging step.
 - :class:`ConfigTextCallback`: the ``config`` text (resolved options as a table) at the start.
 - :class:`PredictionTextCallback`: ``eval/predictions`` text at every evaluation.
+- :class:`~theta_ai.monitoring.plot.LossPlotCallback` (not TensorBoard): ``loss.png`` in the same folder at the
+  end of training, the one picture of the run that needs no server (:mod:`theta_ai.monitoring.plot`).
 - :class:`HParamsCallback`: the HParams view entry with ``hparam/eval_loss`` and
   ``hparam/best_eval_loss`` at the end of training.
 
@@ -60,8 +62,10 @@ __all__ = [
     "MemoryCallback", "MemoryReading", "PredictionTextCallback", "ThroughputCallback", "config_markdown",
     "eval_loss_metrics", "group_grad_norms", "layer_group", "memory_warning", "monitoring_callbacks",
     "parameter_groups", "predictions_markdown", "read_memory", "run_hparams",
+    "LossPlotCallback", "PLOT_FILE", "load_log_history", "plot_loss", "write_loss_plot",
 ]
 
+from theta_ai.monitoring.plot import PLOT_FILE, LossPlotCallback, load_log_history, plot_loss, write_loss_plot
 from theta_ai.monitoring.base import GIB, MEMORY_WARNING_FRACTION
 from theta_ai.monitoring.gradients import GradientMonitorCallback, group_grad_norms, layer_group, parameter_groups
 from theta_ai.monitoring.system import MemoryCallback, MemoryReading, ThroughputCallback, memory_warning, read_memory

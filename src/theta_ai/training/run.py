@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from accelerate.utils.memory import clear_device_cache
 from torch.utils.tensorboard import SummaryWriter
-from transformers import EarlyStoppingCallback
+from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback
 from transformers.integrations import TensorBoardCallback
 
 from theta_ai import __version__
-from theta_ai.augment import AugmentConfig, Augmenter, preview
+from theta_ai.augment import AugmentConfig, Augmenter
 from theta_ai.config import ConfigError, ThetaConfig
 from theta_ai.config.training_args import build_training_arguments
 from theta_ai.data import (
@@ -36,8 +36,9 @@ from theta_ai.data import (
     packing_collator,
 )
 from theta_ai.data.augmented import AugmentedDataset
+from theta_ai.training.dry_run import describe_example, dry_run_report  # noqa: F401 (their old home)
+from theta_ai.training.loss import chunked_loss_choice
 from theta_ai.data.formats import Example
-from theta_ai.data.tokenize import IGNORE_INDEX
 from theta_ai.errors import TrainingOOMError  # noqa: F401 (defined in errors.py)
 from theta_ai.eval.callback import GenerationEvalCallback
 from theta_ai.metrics.trainer_metrics import (
@@ -46,6 +47,7 @@ from theta_ai.metrics.trainer_metrics import (
 )
 from theta_ai.model.load import LoadedModel, set_dropout
 from theta_ai.monitoring import monitoring_callbacks
+from theta_ai.monitoring.plot import PLOT_FILE, LossPlotCallback, run_title
 from theta_ai.planner import plan_report
 from theta_ai.training import checkpoints as ckpt
 from theta_ai.training.callbacks import (
@@ -54,6 +56,7 @@ from theta_ai.training.callbacks import (
     EpochSummaryCallback,
     GracefulStopCallback,
     SpikeGuardCallback,
+    TrainingProgressCallback,
 )
 from theta_ai.training.disk import (
     CheckpointSizes,
@@ -102,6 +105,7 @@ class PreparedRun:
     trainer_train_dataset: Any = None  # what Trainer iterates: train_dataset, or its on-the-fly augmented view
     lock: RunLock | None = None  # this process's hold on the checkpoint folder (none in a dry run / other ranks)
     disk: CheckpointSizes | None = None
+    chunked_loss: bool = False  # LM head + loss a slice of positions at a time (training/loss.py)
 
     def close(self) -> None:
         """Let go of the checkpoint folder (train() does this when it ends); safe to call twice."""
@@ -216,51 +220,23 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
                       train_stats, val_stats, collator, args, checkpoint_dir, run_log_dir(cfg, resume_from),
                       resume_from, world_size(), notes, augmenter, trainer_dataset, lock,
                       checkpoint_sizes(loaded.model, cfg.epochs, cfg.save_total_limit))
+    run.chunked_loss = chunked_loss_choice(cfg.chunked_loss, loaded.model, notes)
     total_steps = run.steps_per_epoch * cfg.epochs
-    if cfg.warmup_steps > total_steps:
+    if cfg.warmup_ratio is None and cfg.warmup_steps > total_steps:  # a ratio replaces the steps (training_args)
         notes.append(f"warmup {cfg.warmup_steps} steps is longer than the whole run ({total_steps:.0f} steps): "
-                     f"the learning rate never reaches {cfg.learning_rate:g}; lower --warmup-steps")
+                     f"the learning rate never reaches {cfg.learning_rate:g}; lower --warmup-steps or use "
+                     "--warmup-ratio 0.1")
     return run
-
-
-def describe_example(run: PreparedRun, index: int = 0) -> list[str]:
-    """One formatted training example with its label mask, for ``--dry-run``."""
-    example = run.train_examples[index]
-    row = run.formatter.encode(example)
-    tok = run.loaded.tokenizer
-    masked = [i for i, label in zip(row["input_ids"], row["labels"]) if label == IGNORE_INDEX]
-    trained = [i for i, label in zip(row["input_ids"], row["labels"]) if label != IGNORE_INDEX]
-    lines = [f"formatted example ({example.source}): {row['length']} tokens, {len(masked)} masked, {len(trained)} trained"]
-    marks = "".join("_" if label == IGNORE_INDEX else "^" for label in row["labels"])
-    lines.append(f"  full text      : {tok.decode(row['input_ids'])!r}")
-    lines.append(f"  label mask     : {marks}  (_ = -100, ^ = trained)")
-    lines.append(f"  trained tokens : {tok.decode(trained)!r}")
-    return lines
-
-
-def dry_run_report(run: PreparedRun) -> list[str]:
-    lines = ["resolved configuration:"]
-    for key, value in run.cfg.as_dict().items():
-        source = run.cfg.sources.get(key, "")
-        lines.append(f"  {key:<22} {value!r}" + (f"   ({source})" if source and source != "default" else ""))
-    lines.append(f"train tokens: {run.train_stats.summary()}")
-    lines.append(f"validation tokens: {run.val_stats.summary()}")
-    lines += describe_example(run)
-    if run.augmenter is not None:
-
-        lines.append(f"augmentation: {run.augmenter.config.describe()}")
-        for original, augmented in preview(run.train_examples, run.augmenter, n=3):
-            lines.append(f"  original : {original!r}")
-            lines.append(f"  augmented: {augmented!r}")
-    return lines
 
 
 def _run_info(run: PreparedRun) -> dict:
     cfg = run.cfg
     return {"theta_ai_version": _version(), "preset": cfg.preset, "model_name": cfg.model_name,
             "template": run.formatter.template, "max_seq_length": cfg.max_seq_length,
+            "precision": "fp16" if run.training_args.fp16 else "bf16" if run.training_args.bf16 else "fp32",
             "train_on_prompt": cfg.train_on_prompt, "data": cfg.data, "val_data": cfg.val_data,
             "val_split": None if cfg.val_data else cfg.val_split, "seed": cfg.seed, "log_dir": str(run.log_dir),
+            "loss_plot": str((run.log_dir / PLOT_FILE).resolve()),  # theta-eval's report links it
             "validation_file": ckpt.VALIDATION_FILE, "world_size": run.world_size}
 
 
@@ -295,6 +271,7 @@ def build_trainer(run: PreparedRun, callbacks: list | None = None):
         theta_callbacks += monitoring_callbacks(writer, cfg.as_dict(), cfg.grad_log_steps, cfg.histogram_steps,
                                                 generation_callback=generation)
         theta_callbacks.append(TensorBoardCallback(tb_writer=writer))
+        theta_callbacks.append(LossPlotCallback(run.log_dir, run_title(run.log_dir.name, cfg.preset, cfg.model_name)))
     if run.trainer_train_dataset is not run.train_dataset:
         theta_callbacks.append(EpochAwareDatasetCallback(run.trainer_train_dataset))
     if cfg.early_stopping_patience:
@@ -302,13 +279,20 @@ def build_trainer(run: PreparedRun, callbacks: list | None = None):
     if cfg.spike_guard:
         theta_callbacks.append(SpikeGuardCallback(run.checkpoint_dir, cfg.spike_factor, cfg.spike_lr_factor,
                                                   cfg.spike_max_rollbacks, writer))
-    return ThetaTrainer(model=run.loaded.model, args=run.training_args, data_collator=run.collator,
-                        compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-                        train_dataset=run.trainer_train_dataset, eval_dataset=run.val_dataset,
-                        processing_class=run.loaded.tokenizer, callbacks=theta_callbacks + list(callbacks or []),
-                        run_info=_run_info(run),
-                        validation_jsonl=examples_to_jsonl(run.val_examples),
-                        keep_checkpoints=run.cfg.save_total_limit)
+    trainer = ThetaTrainer(model=run.loaded.model, args=run.training_args, data_collator=run.collator,
+                           compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+                           train_dataset=run.trainer_train_dataset, eval_dataset=run.val_dataset,
+                           processing_class=run.loaded.tokenizer, callbacks=theta_callbacks + list(callbacks or []),
+                           run_info=_run_info(run),
+                           validation_jsonl=examples_to_jsonl(run.val_examples),
+                           keep_checkpoints=run.cfg.save_total_limit, chunked_loss=run.chunked_loss)
+    # theta_ai's one progress bar (loss, learning rate, tokens/s; raw log dictionaries to train.log) in place of
+    # whichever one Trainer added: ProgressCallback, PrinterCallback (disable_tqdm) or NotebookProgressCallback.
+    for default in list(trainer.callback_handler.callbacks):
+        if type(default) in (ProgressCallback, PrinterCallback) or type(default).__name__ == "NotebookProgressCallback":
+            trainer.remove_callback(default)
+    trainer.add_callback(TrainingProgressCallback(show_bar=not run.training_args.disable_tqdm))
+    return trainer
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -209,7 +209,8 @@ def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_d
                 if not cfg.dry_run:  # a dry run writes nothing
                     base = save_base_model(loaded.model, loaded.tokenizer, checkpoint_dir).resolve()
             loaded.model = wrap_with_lora(loaded.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets,
-                                          base_reference(base, checkpoint_dir))
+                                          base_reference(base, checkpoint_dir), use_dora=cfg.lora_dora,
+                                          use_rslora=cfg.lora_rslora)
     if source != cfg.model_name:
         loaded.source = f"{cfg.model_name if cfg.sources['model_name'] != 'default' else 'model'} from {source}"
     if cfg.lora or saved_adapter is not None:

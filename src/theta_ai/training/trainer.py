@@ -29,6 +29,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from theta_ai.data.collate import ANSWER_START, MARK_KEYS, REAL_TOKENS, mark_batch
 from theta_ai.training import checkpoints as ckpt
+from theta_ai.training.loss import chunked_cross_entropy, hidden_states_out
 from theta_ai.training.disk import DiskSpaceError, checkpoint_sizes, is_disk_full
 
 
@@ -107,7 +108,7 @@ class ThetaTrainer(Trainer):
     """
 
     def __init__(self, *args, run_info: dict | None = None, validation_jsonl: str = "",
-                 keep_checkpoints: int | None = None, **kwargs):
+                 keep_checkpoints: int | None = None, chunked_loss: bool = False, **kwargs):
         _name_causal_lm_loss(kwargs.get("model", args[0] if args else None))
         super().__init__(*args, **kwargs)
         self.run_info = run_info or {}
@@ -115,6 +116,7 @@ class ThetaTrainer(Trainer):
         self.keep_checkpoints = keep_checkpoints
         self.published: list[Path] = []
         self._real_tokens_pending = 0  # counted by compute_loss from the collator's marks, summed in log()
+        self.chunked_loss = chunked_loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the real tokens counted since the last log to ``state.num_input_tokens_seen``, then log.
@@ -152,7 +154,21 @@ class ThetaTrainer(Trainer):
             start = mark_batch({"labels": labels, "input_ids": labels})[ANSWER_START]
         if start > 0:  # logits at [start, T) predict labels (start, T]; labels[:, start] is -100 in every row
             inputs = {**inputs, "labels": labels[:, start:], "logits_to_keep": labels.shape[1] - start}
+        if self.chunked_loss and model.training:
+            return self._chunked_loss(model, inputs, num_items_in_batch)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _chunked_loss(self, model, inputs, num_items_in_batch):
+        """Trainer's own compute_loss with a ``compute_loss_func`` (its public hook): Trainer takes the labels out,
+        runs the model, whose head is the identity meanwhile, so its "logits" are the hidden states, and scales the
+        returned loss as for any loss function; the function applies the head slice by slice (training/loss.py)."""
+        with hidden_states_out(model) as head:
+            self.compute_loss_func = lambda outputs, labels, num_items_in_batch=None: chunked_cross_entropy(
+                outputs.logits, labels, head, num_items_in_batch)
+            try:
+                return super().compute_loss(model, inputs, False, num_items_in_batch)
+            finally:
+                self.compute_loss_func = None
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

@@ -2,9 +2,10 @@
 
 from theta_ai.training.callbacks.best import BestModelCallback
 from theta_ai.training.callbacks.epochs import EpochAwareDatasetCallback
+from theta_ai.training.callbacks.progress import TrainingProgressCallback
 from theta_ai.training.callbacks.spike_guard import SpikeGuardCallback
 from theta_ai.training.callbacks.stop import GracefulStopCallback
 from theta_ai.training.callbacks.summary import EpochSummaryCallback
 
 __all__ = ["BestModelCallback", "EpochAwareDatasetCallback", "EpochSummaryCallback", "GracefulStopCallback",
-           "SpikeGuardCallback"]
+           "SpikeGuardCallback", "TrainingProgressCallback"]

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from theta_ai.training.callbacks.progress import RAW_LOGS_LOGGER
 from theta_ai.training.checkpoints import (BEST_DIR, checkpoint_name, epoch_checkpoints, global_step_of, publish_best,
                           read_best_info)
+
 logger = logging.getLogger("theta_ai")
 
 
@@ -36,8 +38,9 @@ class BestModelCallback(TrainerCallback):
         epoch = round(state.epoch)
         checkpoint = self.checkpoint_dir / checkpoint_name(state.epoch, state.global_step)
         self._publish(checkpoint, state, dict(self.last_metrics))
-        logger.info("new best model: epoch %d, %s %.4f -> %s", epoch, self.metric, state.best_metric,
-                    self.checkpoint_dir / BEST_DIR)
+        # the console's epoch line already says "new best"; train.log keeps where it went
+        logging.getLogger(RAW_LOGS_LOGGER).info("new best model: epoch %d, %s %.4f -> %s", epoch, self.metric,
+                                        state.best_metric, self.checkpoint_dir / BEST_DIR)
 
     def _publish(self, checkpoint: Path, state, metrics: dict) -> None:
         info = {"epoch": round(state.epoch), "global_step": state.best_global_step, "metric": self.metric,

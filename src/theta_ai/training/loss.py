@@ -1,0 +1,150 @@
+"""Chunked cross-entropy: the LM head and the loss, a slice of positions at a time, so a batch's logits never exist.
+
+For Qwen's 151,669-token vocabulary, batch 4 x 512 tokens of fp32 logits is 1.2 GB before the backward pass
+doubles it: a tenth of a 12 GB card. Here the model runs with its LM head replaced by the identity (its output
+is then the final hidden states), and :func:`chunked_cross_entropy` applies the head weight to
+``CHUNK_BYTES`` worth of positions at a time under ``torch.utils.checkpoint``: each slice's logits are made,
+turned into a summed loss and freed; the backward pass makes them again, one slice at a time. What autograd
+keeps is the hidden states (``positions x width``), not ``positions x vocabulary``. The price is one more
+LM-head matmul per step (the recomputation), which is why ``--chunked-loss auto`` uses it only for vocabularies
+of :data:`AUTO_MIN_VOCAB` tokens and more, where the logits dominate memory.
+
+The loss is the model's own ``ForCausalLM`` loss (shift by one, fp32 logits, sum over answer tokens divided by
+``num_items_in_batch``), so it agrees with the plain path to rounding; :func:`check_chunked_loss` proves that on
+the real model before training (a head that does more than a linear map, like Gemma 2's logit soft-capping,
+fails the proof and the plain path is used, with a one-line note).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+IGNORE_INDEX = -100
+AUTO_MIN_VOCAB = 100_000  # Llama 3 (128k), Qwen (151k), Gemma (262k); GPT-2's 50k keeps the plain path
+CHUNK_BYTES = 1 << 28  # fp32 logits of one slice: 256 MiB (443 positions of a 151k vocabulary)
+
+
+class _HiddenStates(torch.nn.Module):
+    """Stands in for the LM head while the model runs: returns the final hidden states unchanged."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+
+def _causal_lm(model):
+    """The transformers model under DDP/accelerate and peft wrappers."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def output_head(model) -> tuple[torch.nn.Module, str, torch.nn.Linear] | None:
+    """``(parent, attribute, head)`` of the model's LM head when it is a plain ``nn.Linear`` child, else None."""
+    base = _causal_lm(model)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Linear):
+        return None
+    for name, child in base.named_children():
+        if child is head:
+            return base, name, head
+    return None
+
+
+@contextmanager
+def hidden_states_out(model) -> Iterator[torch.nn.Linear]:
+    """While inside, the model's "logits" are its final hidden states; yields the real head."""
+    found = output_head(model)
+    if found is None:
+        raise ValueError("the model's LM head is not a plain linear layer")
+    parent, name, head = found
+    setattr(parent, name, _HiddenStates())
+    try:
+        yield head
+    finally:
+        setattr(parent, name, head)
+
+
+def _slice_loss(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    logits = F.linear(hidden, weight, bias).float()
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def chunk_rows(vocab_size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Positions per slice: ``chunk_bytes`` of fp32 logits, at least 64."""
+    return max(64, chunk_bytes // (4 * vocab_size))
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Linear,
+                          num_items_in_batch=None, rows: int | None = None) -> torch.Tensor:
+    """The causal-LM loss of ``hidden`` (``batch x time x width``) against ``labels`` (``batch x time``), slice by slice.
+
+    Position ``t`` predicts ``labels[:, t + 1]``; the summed loss is divided by ``num_items_in_batch`` (the answer
+    tokens of the whole accumulation window) or, without it, by this batch's answer tokens.
+    """
+    width = hidden.shape[-1]
+    flat = hidden[:, :-1].reshape(-1, width)
+    targets = labels[:, 1:].reshape(-1).to(flat.device)
+    rows = rows or chunk_rows(head.out_features)
+    total = flat.new_zeros((), dtype=torch.float32)
+    for start in range(0, flat.shape[0], rows):
+        total = total + checkpoint(_slice_loss, flat[start:start + rows], targets[start:start + rows], head.weight,
+                                   head.bias, use_reentrant=False)
+    if num_items_in_batch is None:
+        num_items_in_batch = (targets != IGNORE_INDEX).sum()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+def use_chunked_loss(setting: str, model) -> bool:
+    """``--chunked-loss``: ``on``, ``off``, or ``auto`` (on for vocabularies of :data:`AUTO_MIN_VOCAB` and more)."""
+    if setting == "off" or output_head(model) is None:
+        return False
+    if setting == "on":
+        return True
+    return int(_causal_lm(model).config.vocab_size) >= AUTO_MIN_VOCAB
+
+
+def check_chunked_loss(model, rtol: float = 1e-4) -> str | None:
+    """Prove on the real model that the chunked loss is the model's own; None when it is, else why not."""
+    base = _causal_lm(model)
+    vocab = int(base.config.vocab_size)
+    generator = torch.Generator().manual_seed(0)
+    device = next(base.parameters()).device
+    ids = torch.randint(0, vocab, (2, 12), generator=generator).to(device)
+    labels = ids.clone()
+    labels[:, :4] = IGNORE_INDEX
+    was_training = base.training
+    base.eval()
+    try:
+        with torch.no_grad():
+            plain = base(input_ids=ids, labels=labels, use_cache=False).loss.float()
+            with hidden_states_out(base) as head:
+                hidden = base(input_ids=ids, use_cache=False).logits
+            chunked = chunked_cross_entropy(hidden, labels, head, rows=5)
+    except Exception as exc:  # a forward that does not return hidden states through the head
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else type(exc).__name__
+    finally:
+        base.train(was_training)
+    if not torch.allclose(plain, chunked, rtol=rtol, atol=1e-6):
+        return f"its loss {plain.item():.6f} is not a plain linear head's {chunked.item():.6f}"
+    return None
+
+
+def chunked_loss_choice(setting: str, model, notes: list[str]) -> bool:
+    """Whether this run computes the loss in slices (``--chunked-loss``), after proving it on the model."""
+    if not use_chunked_loss(setting, model):
+        if setting == "on":
+            notes.append("--chunked-loss on: the model's LM head is not a plain linear layer; the loss is computed "
+                         "from whole logits")
+        return False
+    problem = check_chunked_loss(model)
+    if problem is not None:
+        notes.append(f"--chunked-loss {setting}: the slice-by-slice loss differs from this model's own "
+                     f"({problem}); the loss is computed from whole logits")
+        return False
+    return True

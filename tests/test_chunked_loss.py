@@ -1,0 +1,86 @@
+"""The chunked cross-entropy (training/loss.py) on tiny models of the real families: the same loss and gradients
+as the plain path, without keeping a batch's logits for the backward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from families import tiny_family_model
+from transformers import TrainingArguments
+
+from theta_ai.data import MarkedCollator, PaddingCollator
+from theta_ai.training.loss import AUTO_MIN_VOCAB, check_chunked_loss, use_chunked_loss
+from theta_ai.training.trainer import ThetaTrainer
+
+
+def _batch(vocab: int):
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for prompt, answer in ((9, 25), (14, 3), (6, 40)):  # very different answer lengths, right padding
+        ids = torch.randint(1, vocab, (prompt + answer,), generator=generator).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return MarkedCollator(PaddingCollator(pad_token_id=0))(rows)
+
+
+def _step(trainer, model, batch, chunked: bool):
+    """Loss, gradients and the bytes autograd saved for backward, for one compute_loss call."""
+    trainer.chunked_loss = chunked
+    model.zero_grad()
+    saved = {}
+
+    def pack(tensor):
+        saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    n_items = (batch["labels"][:, 1:] != -100).sum()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=n_items)
+    loss.backward()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    activations = sum(size for ptr, size in saved.items() if ptr not in params)
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, activations
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama3", "qwen3", "gemma3"])
+def test_the_chunked_loss_gives_the_plain_loss_and_gradients_without_the_logits(family, tmp_path):
+    model, _ = tiny_family_model(family)
+    if family == "gpt2":
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    model.train()
+    trainer = ThetaTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"))
+    assert check_chunked_loss(model) is None
+    batch = _batch(model.config.vocab_size)
+    plain_loss, plain_grads, plain_saved = _step(trainer, model, batch, chunked=False)
+    chunked_loss, chunked_grads, chunked_saved = _step(trainer, model, batch, chunked=True)
+    torch.testing.assert_close(chunked_loss, plain_loss, rtol=1e-5, atol=0)
+    assert plain_grads.keys() == chunked_grads.keys()
+    for name, grad in plain_grads.items():  # within 1e-5 of the largest gradient of the tensor
+        assert (chunked_grads[name] - grad).abs().max() <= 1e-5 * grad.abs().max() + 1e-9, name
+    # the plain path keeps fp32 logits of every trimmed position for backward; the chunked one keeps none
+    positions = batch["input_ids"].shape[0] * (batch["input_ids"].shape[1] - batch["theta_answer_start"])
+    logits_bytes = positions * model.config.vocab_size * 4
+    assert plain_saved >= logits_bytes
+    assert chunked_saved <= plain_saved - 0.95 * logits_bytes, (plain_saved, chunked_saved, logits_bytes)
+
+
+def test_auto_uses_it_for_large_vocabularies_only():
+    small, _ = tiny_family_model("gpt2")
+    large, _ = tiny_family_model("qwen3")
+    assert small.config.vocab_size < AUTO_MIN_VOCAB <= large.config.vocab_size
+    assert [use_chunked_loss(s, small) for s in ("auto", "on", "off")] == [False, True, False]
+    assert [use_chunked_loss(s, large) for s in ("auto", "on", "off")] == [True, True, False]
+
+
+def test_a_head_that_is_not_a_plain_linear_map_fails_the_proof_and_the_run_says_so():
+    """Logit soft-capping (Gemma 2 style) after the head: the slices would skip it, so the plain loss is kept."""
+    from theta_ai.training.loss import chunked_loss_choice
+
+    model, _ = tiny_family_model("gemma3")
+    model.config.final_logit_softcapping = 5.0
+    problem = check_chunked_loss(model)
+    assert problem is not None and "is not a plain linear head's" in problem
+    notes: list[str] = []
+    assert chunked_loss_choice("on", model, notes) is False
+    assert len(notes) == 1 and notes[0].startswith("--chunked-loss on: the slice-by-slice loss differs from this model")
