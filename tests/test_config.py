@@ -100,9 +100,10 @@ def test_readme_table_lists_every_flag_and_preset_value():
     table = options_table_markdown()
     for option in OPTIONS:
         assert f"`{option.cli_flag}`" in table
-    assert "| `--learning-rate` | 5e-05 | 5e-05 | 0.003 |" in table
-    assert "| `--gradient-checkpointing` | off | on | off |" in table
-    assert set(PRESETS) == {"rtx3060", "rtx3060-enhanced", "cpu-quickstart"}
+    assert "| `--learning-rate` | 5e-05 | 5e-05 | 0.002 | 0.003 |" in table
+    assert "| `--gradient-checkpointing` | off | on | off | off |" in table
+    assert "| `--lora` | off | off | on | off |" in table
+    assert list(PRESETS) == ["rtx3060", "rtx3060-enhanced", "lora", "cpu-quickstart"]
 
 
 def _cli(*args, cwd=None):
@@ -213,3 +214,10 @@ def test_values_view_and_replace():
     assert (smaller.batch_size, smaller.grad_accum, smaller.model_name) == (4, 2, "theta-tiny")
     assert smaller.sources["batch_size"] == "--auto-batch-size" and cfg.sources["batch_size"] == "command line"
     assert (cfg.batch_size, cfg.preset) == (8, "cpu-quickstart")
+
+
+def test_the_lora_preset_is_the_measured_recipe_and_keeps_the_users_model():
+    cfg = resolve_config({"model_name": "my/model", "data": ["train.json"]}, preset="lora")
+    assert (cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (True, 16, 32, 0.0)
+    assert (cfg.learning_rate, cfg.warmup_ratio, cfg.epochs, cfg.batch_size, cfg.grad_accum) == (2e-3, 0.05, 6.0, 4, 1)
+    assert cfg.model_name == "my/model" and cfg.sources["learning_rate"] == "preset lora"
