@@ -13,17 +13,10 @@ import argparse
 import os
 import sys
 
-from theta_ai.cli.common import configure_console, parse_strictly, run_guarded, setup_logging
+from theta_ai.cli.common import configure_console, parse_strictly, positive_int, run_guarded, setup_logging
 
 PROG = "theta-chat"
 COMMANDS = "/reset starts a new conversation, /exit quits (or Ctrl+D); Ctrl+C stops an answer"
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="theta_checkpoint_epoch_N, theta_best, theta_final, a LoRA adapter folder, any "
                              "save_pretrained causal LM folder, or a .gguf file")
     parser.add_argument("--system", metavar="TEXT", help="a system message that opens every conversation")
-    parser.add_argument("--max-new-tokens", type=_positive, default=d.max_new_tokens, metavar="N",
+    parser.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens, metavar="N",
                         help=f"longest answer in tokens (default: {d.max_new_tokens})")
     parser.add_argument("--temperature", type=float, default=d.temperature, metavar="T",
                         help="sample with this temperature; 0 = greedy, the same answer every time (default: 0)")

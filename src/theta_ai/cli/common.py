@@ -8,6 +8,7 @@ Known-harmless library messages are dropped by their exact text (:data:`KNOWN_HA
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 import re
@@ -131,6 +132,22 @@ def attach_log_file(path: Path) -> None:
     if not any(getattr(h, "_theta_console", False) for h in py_warnings.handlers):
         # a handler here means logging's last resort no longer prints captured warnings: print them ourselves
         py_warnings.addHandler(_console_handler(logging.Formatter("%(message)s")))
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {number}")
+    return number
 
 
 def parse_strictly(parser, argv, program: str):

@@ -16,23 +16,11 @@ import os
 import sys
 from pathlib import Path
 
-from theta_ai.cli.common import configure_console, parse_strictly, run_guarded, setup_logging
+from theta_ai.cli.common import (
+    configure_console, non_negative_int, parse_strictly, positive_int, run_guarded, setup_logging,
+)
 
 PROG = "theta-eval"
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
-def _non_negative(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {number}")
-    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,13 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", metavar="DIR",
                         help=f"where the results go (default: <model folder>/{EVAL_DIR}/; for x.gguf: x_{EVAL_DIR}/ "
                              "next to it)")
-    parser.add_argument("--batch-size", type=_positive, default=d.batch_size, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size, metavar="N",
                         help=f"prompts generated together (default: {d.batch_size})")
-    parser.add_argument("--max-new-tokens", type=_positive, default=d.max_new_tokens, metavar="N",
+    parser.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens, metavar="N",
                         help=f"longest answer in tokens; longer ones count as truncated (default: {d.max_new_tokens})")
-    parser.add_argument("--num-examples", type=_non_negative, default=d.num_examples, metavar="N",
+    parser.add_argument("--num-examples", type=non_negative_int, default=d.num_examples, metavar="N",
                         help=f"examples shown in each list of the report: worst, best, median (default: {d.num_examples})")
-    parser.add_argument("--max-examples", type=_positive, default=None, metavar="N",
+    parser.add_argument("--max-examples", type=positive_int, default=None, metavar="N",
                         help="evaluate only N examples drawn with --seed (default: all)")
     parser.add_argument("--seed", type=int, default=d.seed, metavar="N",
                         help=f"seed for --max-examples and torch (default: {d.seed})")
