@@ -240,13 +240,39 @@ def test_lora_merge_keeps_the_logits_and_the_tied_head(family, data, tmp_path, t
 # ---------------------------------------------------------------------------- theta-train + theta-eval
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
-def test_theta_eval_on_a_theta_train_checkpoint(family, data, tmp_path, tmp_path_factory):
-    from test_cli_eval import NETWORK_GUARD
-
+def _check_eval_results(results: dict, family: str) -> None:
     from theta_ai.metrics import TEXT_METRIC_KEYS
 
+    assert set(results["metrics"]) == set(TEXT_METRIC_KEYS) | {"perplexity", "answer_tokens"}
+    assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in results["metrics"].values())
+    assert results["num_examples"] == 2 and results["settings"]["template"] == ("qa" if family == "gpt2" else "chat")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_theta_eval_on_a_theta_train_checkpoint(family, data, tmp_path, tmp_path_factory):
+    """theta-train's checkpoint of each family, evaluated by theta-eval's library core (the CLI: the test below)."""
+    from theta_ai.config import resolve_config
+    from theta_ai.eval.runner import EvalSettings, evaluate_model, write_outputs
+    from theta_ai.training.run import train
+
+    model_dir = family_model_dir(family, tmp_path_factory)
+    train(resolve_config({"data": [str(data["train"])], "val_data": [str(data["val"])], "model_name": str(model_dir),
+                          "epochs": 1.0, "batch_size": 4, "grad_accum": 1, "warmup_steps": 0, "max_seq_length": 256,
+                          "generation_eval": 0, "grad_log_steps": 0, "checkpoint_dir": str(tmp_path / "m"),
+                          "logdir": str(tmp_path / "logs")}))
+    result = evaluate_model(tmp_path / "m" / "theta_checkpoint_epoch_1", None,
+                            EvalSettings(batch_size=2, max_new_tokens=4))
+    paths = write_outputs(result, tmp_path / "eval")
+    _check_eval_results(json.loads(paths["results"].read_text()), family)
+    assert len(paths["predictions"].read_text().splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_theta_train_and_theta_eval_commands_touch_no_network(data, tmp_path, tmp_path_factory):
+    """The two commands as a user runs them, on a real tokenizer's model, with every network call trapped."""
+    from test_cli_eval import NETWORK_GUARD
+
+    family = "gpt2"
     model_dir = family_model_dir(family, tmp_path_factory)
     guard = tmp_path / "guard"
     guard.mkdir()
@@ -267,9 +293,6 @@ def test_theta_eval_on_a_theta_train_checkpoint(family, data, tmp_path, tmp_path
     checkpoint = tmp_path / "m" / "theta_checkpoint_epoch_1"
     theta("theta-eval", "--model-path", str(checkpoint), "--max-new-tokens", "4", "--batch-size", "2",
           "--output", "eval")
-    results = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
-    assert set(results["metrics"]) == set(TEXT_METRIC_KEYS) | {"perplexity", "answer_tokens"}
-    assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in results["metrics"].values())
-    assert results["num_examples"] == 2 and results["settings"]["template"] == ("qa" if family == "gpt2" else "chat")
+    _check_eval_results(json.loads((tmp_path / "eval" / "eval_results.json").read_text()), family)
     assert len((tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()) == 2
     assert not log.exists(), f"network access attempted: {log.read_text()}"

@@ -237,8 +237,8 @@ def test_gpt2_large_at_512_tokens_needs_a_memory_saver():
 def test_plan_prefers_full_then_no_checkpointing_then_bigger_batch():
     p = plan(GPT2Config(), effective_batch=12, seq_len=512, gpu_memory_bytes=12 * GiB)
     assert [c.batch_size for c in p.candidates[:6]] == [12, 6, 4, 3, 2, 1]
-    keys = [(c.lora is not None, c.gradient_checkpointing) for c in p.candidates]
-    assert keys == sorted(keys)
+    keys = [(c.lora is not None, c.quantization is not None, c.gradient_checkpointing) for c in p.candidates]
+    assert keys == sorted(keys)  # full, LoRA, QLoRA; each without checkpointing first
     assert p.recommended is next(c for c in p.candidates if c.fits)
     assert all(c.batch_size * c.grad_accum == 12 for c in p.candidates)
     no_lora = plan(model_config("gpt2-large"), effective_batch=16, seq_len=512, lora=None)
@@ -255,8 +255,10 @@ def test_when_nothing_fits_the_plan_says_so():
 def test_plan_table_markdown():
     table = plan_table_markdown()
     lines = table.strip().splitlines()
-    assert lines[0].startswith("| model |") and len(lines) == 2 + 6
-    assert "`gpt2-large`" in lines[-1] and "GiB" in lines[-1]
+    assert lines[0].startswith("| model |") and len(lines) == 2 + 12
+    assert "`gpt2-large`" in lines[7] and "GiB" in lines[7]
+    assert lines[-1].startswith("| `meta-llama/Llama-3.2-3B-Instruct` | 3,213M | 512 |")
+    assert "QLoRA 4-bit base, r=8 on all-linear" in lines[-1] and "does not fit" not in table
 
 
 def test_plan_report_for_the_default_preset_needs_no_network(monkeypatch):

@@ -28,6 +28,7 @@ _EXPORTS = {
     "LoadResult": "data", "PaddingCollator": "data",
     "check_packing_isolation": "data", "find_duplicates": "data", "find_leakage": "data",
     "load_examples": "data", "packing_collator": "data", "read_file": "data", "summarize_skipped": "data",
+    "DataMaps": "data.mapping", "parse_maps": "data.mapping",
     # model
     "build_theta_tiny": "model.load", "load_model_and_tokenizer": "model.load",
     "set_dropout": "model.load", "merge_adapter": "model.merge",

@@ -91,10 +91,13 @@ def merge_command(adapter_dir: str, output: str | None) -> int:
 
     if not output:
         raise ConfigError("--merge-lora needs --output DIR for the merged model")
+    notes: list[str] = []
     try:
-        path = merge_adapter(adapter_dir, output)
+        path = merge_adapter(adapter_dir, output, notes)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    for note in notes:
+        setup_logging().info("%s", note)
     setup_logging().info("merged %s into its base model: %s (loads with AutoModelForCausalLM.from_pretrained)",
                          adapter_dir, path)
     return 0

@@ -58,6 +58,34 @@ def _keep_limit(v: Any) -> int:
 
 _keep_limit.__name__ = "number of checkpoints (or all)"
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+def _trackers(v: Any) -> str:
+    """``--report-to``: a comma-separated list of :data:`TRACKERS`, or ``none``; stored normalised."""
+    names = [n.strip().lower() for n in (v if isinstance(v, list) else str(v).split(",")) if n.strip()]
+    if names == ["none"]:
+        return "none"
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown or not names:
+        raise ValueError(f"expected {', '.join(TRACKERS)} (comma-separated) or none, got {v!r}")
+    return ",".join(dict.fromkeys(names))
+
+
+_trackers.__name__ = "tracker list"
+
+
+def _name_pairs(v: Any) -> str:
+    """``--field-map`` / ``--role-map``: ``a=b,c=d`` text or a YAML mapping -> ``a=b,c=d`` (names: data/mapping.py)."""
+    pairs = [(str(a).strip(), str(b).strip()) for a, b in v.items()] if isinstance(v, dict) else [
+        tuple(s.strip() for s in p.partition("=")[::2]) for p in str(v).split(",") if p.strip()]
+    if any(not a or not b or "=" in b for a, b in pairs):
+        raise ValueError("write NAME=NAME pairs separated by commas, e.g. question=prompt,answer=response")
+    return ",".join(f"{a}={b}" for a, b in pairs)
+
+
+_name_pairs.__name__ = "list of NAME=NAME pairs"
+
 # Groups, in the order --help shows them.
 DATA, MODEL, TRAINING, ENHANCED, CHECKPOINTS, RUN = "data", "model", "training", "enhanced", "checkpoints", "run"
 SCHEDULERS = ("linear", "cosine", "cosine-restarts", "plateau", "constant")
@@ -92,10 +120,16 @@ class ThetaConfig:
     sources: dict[str, str] = field(default_factory=dict)  # option name -> "default", "preset X", "command line", ...
 
     # ---- data
-    data: list[str] = option([], "training data: file, folder or saved dataset (repeatable)", DATA, metavar="PATH")
+    data: list[str] = option([], "training data: file, folder or saved dataset (repeatable); PATH:WEIGHT mixes sources "
+                             "(a.json:2 twice, b.jsonl:0.5 a seeded half)", DATA, metavar="PATH[:WEIGHT]")
     val_data: list[str] = option([], "validation data (repeatable); without it --val-split is used", DATA, metavar="PATH")
     val_split: float = option(0.1, "fraction of the training data held out for validation (seeded)", DATA)
     skip_invalid: bool = option(False, "skip bad records/files with a summary instead of stopping", DATA)
+    field_map: str | None = option(None, "read fields under other names, THETA=FILE: question=prompt,answer=response,"
+                                   "conversations=exchanges,role=from,content=value", DATA, parse=_name_pairs,
+                                   metavar="THETA=FILE,...")
+    role_map: str | None = option(None, "read other role names, FILE=THETA: human=user,bot=assistant,model=assistant",
+                                  DATA, parse=_name_pairs, metavar="FILE=THETA,...")
     template: str = option("auto", "prompt format: chat template if the tokenizer has one (auto), Question/Answer (qa), "
                            "or chat", DATA, choices=("auto", "qa", "chat"))
     max_seq_length: int = option(512, "longest example in tokens; longer ones are cut with a counted warning", DATA)
@@ -118,6 +152,10 @@ class ThetaConfig:
                              "magnitude; closer to full fine-tuning at the same rank, slower steps", MODEL)
     lora_rslora: bool = option(False, "rank-stabilised LoRA (peft use_rslora): scale by alpha / sqrt(r), so high "
                                "ranks keep learning", MODEL)
+    load_in_4bit: bool = option(False, "QLoRA: load the frozen base in 4-bit NF4 (bitsandbytes, the qlora extra; "
+                                "CUDA only) and train --lora adapters on it", MODEL)
+    load_in_8bit: bool = option(False, "load the frozen base in 8-bit (bitsandbytes, CUDA only) and train --lora "
+                                "adapters on it", MODEL)
     lora_target_modules: str | None = option(None, "comma-separated module names; default: peft's all-linear, "
                                              "every linear layer but the LM head (GPT-2 c_attn,c_proj,c_fc; Llama "
                                              "q/k/v/o and gate/up/down)", MODEL, metavar="NAMES")
@@ -194,6 +232,9 @@ class ThetaConfig:
     dry_run: bool = option(False, "load and check everything, print the plan and one formatted example, then exit", RUN)
     verbose: bool = option(False, "console: also print Trainer's raw log dictionaries (always in train.log), library "
                            "progress bars and the library messages theta_ai hides as harmless", RUN)
+    report_to: str = option("tensorboard", "where the metrics go: tensorboard (offline), wandb, mlflow, comma-separated, "
+                            "or none; wandb and mlflow are the extras theta_ai[wandb] / theta_ai[mlflow] and get "
+                            "theta_ai's own scalars too", RUN, parse=_trackers, metavar="NAMES")
     distributed: bool = option(False, "accepted for torch.distributed.launch compatibility; the launcher's environment "
                                "decides", RUN)
 

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
 from typing import Any
 
 from theta_ai.config.options import (
@@ -18,7 +21,8 @@ from theta_ai.config.samples import resolve_sample_paths
 from theta_ai.config.yaml import read_yaml_config
 from theta_ai.errors import ConfigError
 
-__all__ = ["LOSS_METRICS", "ThetaConfig", "metric_key", "resolve_config"]  # ThetaConfig lives with the option table
+# ThetaConfig lives with the option table
+__all__ = ["LOSS_METRICS", "ThetaConfig", "metric_key", "resolve_config", "split_weight"]
 
 
 LOSS_METRICS = ("eval_loss", "eval_perplexity")  # lower is better; every other metric: higher is better
@@ -59,9 +63,34 @@ def resolve_config(cli_values: dict[str, Any] | None = None, preset: str | None 
 
     for name in ("data", "val_data"):
         origin = f"{OPTION_BY_NAME[name].cli_flag} (from {cfg.sources[name]})"
-        setattr(cfg, name, resolve_sample_paths(getattr(cfg, name), origin))
+        setattr(cfg, name, _resolve_data(getattr(cfg, name), origin, weights=name == "data"))
     _check_values(cfg)
     return cfg
+
+
+_WEIGHT = re.compile(r":([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)$")
+
+
+def split_weight(entry: str) -> tuple[str, float | None]:
+    """``"a.json:2"`` -> ``("a.json", 2.0)``: a trailing ``:NUMBER`` is a weight when the path without it exists or
+    the whole entry does not; ``C:\\x``, ``a.json`` and an existing file ``notes:1`` stay paths (weight None)."""
+    match = _WEIGHT.search(entry)
+    if not match or not match.start() or (os.path.exists(entry) and not os.path.exists(entry[:match.start()])):
+        return entry, None
+    return entry[:match.start()], float(match.group(1))
+
+
+def _resolve_data(entries: list[str] | None, origin: str, weights: bool) -> list[str] | None:
+    """``sample:NAME`` resolved (a ``:WEIGHT`` kept after it); weights checked, and refused for validation data."""
+    out = []
+    for entry in entries or []:
+        path, weight = split_weight(entry)
+        if weight is not None and not weights:
+            raise ConfigError(f"{origin}: {entry}: a weight mixes training data only; validation data is used whole")
+        if weight is not None and not 0 < weight < float("inf"):
+            raise ConfigError(f"{origin}: {entry}: the weight must be a number above 0 (leave the source out instead)")
+        out.append(resolve_sample_paths([path], origin)[0] + entry[len(path):])
+    return out if entries is not None else entries
 
 
 def _check_values(cfg: ThetaConfig) -> None:
@@ -99,5 +128,9 @@ def _check_values(cfg: ThetaConfig) -> None:
     if cfg.gpu_memory is not None:
 
         parse_memory(cfg.gpu_memory)
+    for tracker in cfg.report_to.split(","):
+        if tracker in ("wandb", "mlflow") and importlib.util.find_spec(tracker) is None:
+            raise ConfigError(f"--report-to {tracker} needs the {tracker} package, which is not installed: "
+                              f'pip install "theta_ai[{tracker}]" (or --report-to tensorboard, which works offline)')
     if cfg.save_total_limit is None:
         cfg.save_total_limit = 0  # YAML "save_total_limit: null": keep every epoch checkpoint

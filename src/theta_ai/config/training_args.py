@@ -17,11 +17,16 @@ from theta_ai.config.resolve import LOSS_METRICS, ThetaConfig, metric_key
 from theta_ai.errors import ConfigError
 
 
-def resolve_precision(cfg: ThetaConfig, notes: list[str]) -> tuple[bool, bool]:
-    """(fp16, bf16) for this machine; says so when it cannot honour the request."""
+def resolve_precision(cfg: ThetaConfig, notes: list[str], cpu_bf16: bool = False) -> tuple[bool, bool]:
+    """(fp16, bf16) for this machine; says so when it cannot honour the request.
 
+    ``cpu_bf16``: ``--precision auto`` on a CPU takes bf16 autocast (the start-up probe of
+    :mod:`theta_ai.training.precision` found it faster and said so).
+    """
     cuda = torch.cuda.is_available()
     want = cfg.precision
+    if want == "auto" and not cuda and cpu_bf16:
+        return False, True
     if want in ("auto", "fp16"):
         if cuda:
             return True, False
@@ -51,10 +56,9 @@ def scheduler_arguments(cfg: ThetaConfig, notes: list[str]) -> dict[str, Any]:
     return kwargs
 
 
-def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list[str]):
-
-
-    fp16, bf16 = resolve_precision(cfg, notes)
+def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list[str], cpu_bf16: bool = False):
+    """TrainingArguments of the run (``cpu_bf16``: see :func:`resolve_precision`)."""
+    fp16, bf16 = resolve_precision(cfg, notes, cpu_bf16)
     metric = metric_key(cfg.metric_for_best)
     kwargs = dict(
         output_dir=str(checkpoint_dir),
@@ -80,7 +84,8 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         metric_for_best_model=metric,
         greater_is_better=metric not in LOSS_METRICS,
         save_total_limit=None,  # ThetaTrainer rotates theta_checkpoint_epoch_N itself
-        report_to="none",  # the TensorBoard callback is added explicitly, with theta_ai's run folder
+        # Trainer's own W&B / MLflow callbacks; TensorBoard's callback is added explicitly, with theta_ai's run folder
+        report_to=[t for t in cfg.report_to.split(",") if t in ("wandb", "mlflow")] or "none",
         remove_unused_columns=False,  # the collator picks its columns; "length" feeds the sampler
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         length_column_name="length",

@@ -1,4 +1,7 @@
 """YAML configs: ``yaml.safe_load`` with located errors, the same keys as the flags, plus ``training_args``.
+
+``data:`` / ``val_data:`` items are paths, ``PATH:WEIGHT`` or ``{path: ..., weight: ...}`` mappings; ``field_map:`` and
+``role_map:`` may be mappings (``{question: prompt}``) or the flags' ``a=b,c=d`` text.
 """
 
 from __future__ import annotations
@@ -19,6 +22,27 @@ def _check_training_args(mapping: dict, origin: str) -> dict:
         if key not in known:
             raise ConfigError(f"{origin}: training_args.{key} is not a TrainingArguments field{closest(key, known)}")
     return dict(mapping)
+
+
+def _data_entry(entry: Any, origin: str) -> Any:
+    """A ``data:`` list item: a path, ``PATH:WEIGHT``, or ``{path: ..., weight: ...}`` (``fraction`` is the same as
+    ``weight``) -> the ``PATH:WEIGHT`` text the command line takes."""
+    if not isinstance(entry, dict):
+        return entry
+    keys = ("path", "weight", "fraction")
+    unknown = [str(k) for k in entry if k not in keys]
+    if unknown or "path" not in entry or ("weight" in entry and "fraction" in entry):
+        hint = closest(unknown[0], keys) if unknown else ""
+        raise ConfigError(f"{origin}: {entry!r}: write {{path: FILE, weight: NUMBER}} (weight optional; fraction is "
+                          f"the same as weight){hint}")
+    weight = entry.get("weight", entry.get("fraction"))
+    if weight is None:
+        return str(entry["path"])
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise ConfigError(f"{origin}: {entry!r}: the weight must be a number above 0, got {weight!r}")
+    if "fraction" in entry and not 0 < weight <= 1:
+        raise ConfigError(f"{origin}: {entry!r}: a fraction is above 0 and at most 1; use weight: for more copies")
+    return f"{entry['path']}:{weight}"
 
 
 def safe_load_yaml(path: str | Path, missing: str, error: type[ConfigError] = ConfigError) -> Any:
@@ -55,6 +79,10 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
             out["training_args"] = _check_training_args(value, str(path))
         elif key == "preset":
             out["preset"] = value
+        elif key in ("data", "val_data"):
+            entries = [value] if isinstance(value, (dict, str)) else value
+            entries = [_data_entry(e, f"{path}: {key}") for e in entries] if isinstance(entries, list) else entries
+            out[key] = _coerce(OPTION_BY_NAME[key], entries, str(path))
         elif key in OPTION_BY_NAME:
             out[key] = _coerce(OPTION_BY_NAME[key], value, str(path))
         else:

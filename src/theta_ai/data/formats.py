@@ -2,18 +2,16 @@
 
 Accepted inputs (see ``docs/dataset_guide.md`` for examples of each):
 
-* ``.json``: a list of ``{"question", "answer", "domain"?}`` records, a
-  ``{"qa_pairs": [...]}`` wrapper, or a list of conversations;
-* ``.jsonl`` / ``.ndjson``: one such record (or conversation) per line;
-* ``.csv``: ``question`` and ``answer`` columns, optional ``domain``;
-* a folder saved with ``datasets.Dataset.save_to_disk`` (read with ``datasets.load_from_disk``);
+* ``.json``: a list of records or conversations, a ``{"qa_pairs": [...]}`` wrapper, or one conversation object;
+* ``.jsonl`` / ``.ndjson``: one record (or conversation) per line;
+* ``.csv``: one record per row (``question,answer[,domain]``, Alpaca's ``instruction,input,output``, mapped names);
+* ``.parquet`` and ``.arrow`` files and ``datasets.Dataset.save_to_disk`` folders, read with ``datasets``;
 * any other folder: every supported file below it, recursively, in sorted order.
 
-A conversation is ``{"messages" | "conversation": [{"role", "content"}, ...], "domain"?}``
-or a bare list of role/content objects. The raw text formats are parsed here,
-not through ``datasets.load_dataset``, because every bad record must be reported
-with its file, line (or record index) and field, and Arrow's JSON reader
-neither keeps line numbers nor accepts records whose extra fields differ in type.
+A record is a question/answer pair, an Alpaca record or a conversation (``messages``, ShareGPT ``conversations``,
+a bare list of turns); :mod:`theta_ai.data.mapping` says which, reads other field and role names, and records the
+layout of every file. Text formats are parsed here, not with ``datasets.load_dataset``: every bad record is reported
+with its file, line (or record index) and field, and Arrow's JSON reader keeps no line numbers.
 """
 
 from __future__ import annotations
@@ -26,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from theta_ai.data.validate import DataError, SkippedItem, summarize_skipped
+from theta_ai.data.mapping import NO_MAPS, DataMaps, FileReport, record_layouts, turn_style, unknown_record_fix
+from theta_ai.data.validate import (DataError, SkippedItem, check_domain, json_error, parse_json, read_text,
+                                   require_text, summarize_skipped)
 
-ROLES = ("system", "user", "assistant")
 TEXT_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+TABLE_SUFFIXES = {".parquet": "Parquet", ".arrow": "Arrow"}  # read with datasets, rows named "row N"
 SUPPORTED_HELP = (
     "a JSON list of {question, answer, domain?} records, {\"qa_pairs\": [...]}, JSON Lines of such records, "
     "conversations {\"messages\"|\"conversation\": [{role, content}, ...]} or bare lists of role/content objects, "
@@ -73,131 +73,121 @@ class LoadResult:
     examples: list[Example]
     skipped: list[SkippedItem] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    reports: list[FileReport] = field(default_factory=list)  # per file: examples per layout, map use
+    per_path: list[int] = field(default_factory=list)  # examples read from each path given to load_examples
+
+    @property
+    def layouts(self) -> dict[str, dict[str, int]]:
+        """File -> {layout it was read as: examples}, e.g. ``{"a.json": {"Alpaca (instruction/input/output)": 3}}``."""
+        return {r.file: dict(r.layouts) for r in self.reports if r.layouts}
 
 
 # ---------------------------------------------------------------------------- records
 
 
-def _require_text(value: Any, file: str, where: str, name: str, fix: str) -> str:
-    if value is None:
-        raise DataError(file, where, name, "is missing or null", fix)
-    if not isinstance(value, str):
-        raise DataError(file, where, name, f"must be a string, got {type(value).__name__}", fix)
-    if not value.strip():
-        raise DataError(file, where, name, "is empty", fix)
-    return value
+def _turn_text(role: str, value: Any, file: str, where: str, name: str) -> str:
+    if role == "system" and isinstance(value, str):
+        return value  # a system turn may be empty
+    return require_text(value, file, where, name, "give every turn its text as a string")
 
 
-def _domain(record: dict, file: str, where: str) -> str:
-    domain = record.get("domain")
-    if domain is None:
-        return "general"
-    if not isinstance(domain, str) or not domain.strip():
-        raise DataError(file, where, "domain", f"must be a non-empty string, got {domain!r}",
-                        'write a domain name such as "programming", or remove the field')
-    return domain.strip()
-
-
-def _conversation(turns: Any, file: str, where: str, key: str) -> list[dict[str, str]]:
+def _conversation(turns: Any, file: str, where: str, key: str, maps: DataMaps,
+                  report: FileReport | None) -> tuple[list[dict[str, str]], str]:
+    """The messages of a list of turns (role/content, from/value, mapped names or role-keyed pairs) and their styles."""
     if not isinstance(turns, list) or not turns:
         raise DataError(file, where, key, "must be a non-empty list of {role, content} objects",
                         'write e.g. [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]')
-    messages = []
+    messages, styles = [], []
     for i, turn in enumerate(turns):
         name = f"{key}[{i}]"
         if not isinstance(turn, dict):
             raise DataError(file, where, name, f"must be an object with role and content, got {type(turn).__name__}",
                             'write {"role": "user", "content": "..."}')
-        role = turn.get("role")
-        if role not in ROLES:
-            raise DataError(file, where, f"{name}.role", f"unknown role {role!r}",
-                            f"use one of {', '.join(ROLES)}")
-        content = turn.get("content")
-        if role == "system" and isinstance(content, str):
-            messages.append({"role": role, "content": content})
+        style = turn_style(turn, maps)
+        if style is None:
+            raise DataError(file, where, name, f"has neither role/content nor from/value (keys: {sorted(turn)[:8]})",
+                            "name its fields with --field-map role=NAME,content=NAME")
+        styles += [style.label] if style.label not in styles else []
+        if report is not None and maps.fields:
+            report.fields_used |= {f for f in ("role", "content") if maps.fields.get(f) in turn}
+        if style.role is None:  # a pair {"user": "...", "assistant": "..."}, in the order written; null is absent
+            for raw, value in turn.items():
+                if value is not None and maps.role_of(raw, style.label):
+                    role = maps.turn_role(raw, style.label, file, where, name, report)
+                    messages.append({"role": role, "content": _turn_text(role, value, file, where, f"{name}.{raw}")})
             continue
-        content = _require_text(content, file, where, f"{name}.content", "give every turn its text as a string")
-        messages.append({"role": role, "content": content})
+        role = maps.turn_role(turn.get(style.role), style.label, file, where, f"{name}.{style.role}", report)
+        messages.append({"role": role, "content": _turn_text(role, turn.get(style.content), file, where,
+                                                             f"{name}.{style.content}")})
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(file, where, key, "has no assistant turn, so there is nothing to learn",
                         'add at least one {"role": "assistant", "content": ...} turn')
-    return messages
+    return messages, ", ".join(styles)
 
 
-def record_to_example(record: Any, file: str, where: str) -> Example:
-    """Turn one raw record (object or bare conversation list) into an :class:`Example`, or raise DataError."""
+def _question_answer(record: dict, file: str, where: str, question: str, extra: str | None,
+                     answer: str) -> list[dict[str, str]]:
+    """A question/answer (or Alpaca) record's two turns; a non-empty ``extra`` (Alpaca's input) follows the
+    question after a blank line: ``"instruction\n\ninput"``."""
+    q = require_text(record.get(question), file, where, question, f"give the {question} as a non-empty string")
+    a = require_text(record.get(answer), file, where, answer, f"give the {answer} as a non-empty string")
+    more = record.get(extra) if extra else None
+    if more is not None and not isinstance(more, str):
+        raise DataError(file, where, extra, f"must be a string, got {type(more).__name__}",
+                        f"give the {extra} as a string, or leave it empty")
+    if more and more.strip():
+        q = f"{q}\n\n{more}"
+    return [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+
+
+def record_to_example(record: Any, file: str, where: str, maps: DataMaps | None = None,
+                      report: FileReport | None = None) -> Example:
+    """Turn one raw record (object or bare conversation list) into an :class:`Example`, or raise DataError.
+
+    ``maps`` reads other field and role names; ``report`` (the file's) counts the layout the record was read as.
+    """
+    maps = maps or NO_MAPS
+    others: list = []
     if isinstance(record, list):
-        return Example(_conversation(record, file, where, "conversation"), source=f"{file}, {where}")
-    if not isinstance(record, dict):
+        messages, styles = _conversation(record, file, where, "conversation", maps, report)
+        example, label = Example(messages, source=f"{file}, {where}"), f"turn list ({styles})"
+    elif not isinstance(record, dict):
         raise DataError(file, where, None, f"a record must be a JSON object, got {type(record).__name__}",
                         'write each record as {"question": "...", "answer": "..."}')
-    for key in ("messages", "conversation"):
-        if key in record:
-            messages = _conversation(record[key], file, where, key)
-            meta = {k: v for k, v in record.items() if k not in (key, "domain")}
-            return Example(messages, _domain(record, file, where), f"{file}, {where}", meta)
-    if "question" not in record and "answer" not in record:
-        raise DataError(file, where, None, f"record has neither question/answer nor messages (keys: {sorted(record)[:8]})",
-                        f"supported formats are {SUPPORTED_HELP}")
-    question = _require_text(record.get("question"), file, where, "question", "give the question as a non-empty string")
-    answer = _require_text(record.get("answer"), file, where, "answer", "give the answer as a non-empty string")
-    meta = {k: v for k, v in record.items() if k not in ("question", "answer", "domain")}
-    return Example.from_qa(question, answer, _domain(record, file, where), source=f"{file}, {where}", meta=meta)
+    else:
+        layouts = record_layouts(record, maps)
+        if not layouts:
+            raise DataError(file, where, None,
+                            f"record has neither question/answer nor messages (keys: {sorted(record)[:8]})",
+                            unknown_record_fix(record, maps, f"supported formats are {SUPPORTED_HELP}"))
+        layout, others = layouts[0], ([] if layouts[0].mapped else layouts[1:])
+        if layout.key:
+            messages, styles = _conversation(record[layout.key], file, where, layout.key, maps, report)
+            label = f"ShareGPT {layout.key} (from/value)" if styles == "from/value" else f"{layout.key} ({styles})"
+        else:
+            messages = _question_answer(record, file, where, layout.question, layout.input, layout.answer)
+            label = layout.label
+        domain_key = maps.fields.get("domain", "domain")
+        domain = check_domain(record.get(domain_key), file, where, domain_key)
+        used = {layout.key, layout.question, layout.input, layout.answer, domain_key}
+        example = Example(messages, domain, f"{file}, {where}", {k: v for k, v in record.items() if k not in used})
+    if report is not None:
+        report.add(label, record, maps, others, turns=isinstance(record, list) or bool(layout.key))
+    return example
 
 
 # ---------------------------------------------------------------------------- files
 
 
-def _read_text(path: Path) -> str:
+def _json_records(path: Path, maps: DataMaps) -> Iterator[tuple[str, Any]]:
     file = str(path)
-    try:
-        raw = path.read_bytes()
-    except PermissionError:
-        raise DataError(file, None, None, "cannot be read (permission denied)", "fix the file's permissions or leave it out")
-    except OSError as exc:
-        raise DataError(file, None, None, f"cannot be read ({exc.strerror or exc})", "check the path")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        # exc.start indexes exc.object, which lacks the BOM when the file starts with one
-        start = exc.start + len(raw) - len(exc.object)
-        line = raw[:start].count(b"\n") + 1
-        raise DataError(file, f"line {line} (byte {start})", None,
-                        f"is not valid UTF-8 (byte 0x{raw[start]:02x})",
-                        "re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
-    if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise DataError(file, f"line {line}", None, "contains a NUL byte (binary data?)",
-                        "remove the NUL bytes or re-export the file as text")
-    if not text.strip():
-        raise DataError(file, None, None, "is empty", "add records or leave the file out")
-    return text
-
-
-def _json_error(file: str, exc: json.JSONDecodeError, line_offset: int = 0) -> DataError:
-    where = f"line {exc.lineno + line_offset}, column {exc.colno}"
-    return DataError(file, where, None, f"invalid JSON ({exc.msg})",
-                     "fix the JSON syntax there (a missing comma, quote or bracket?)")
-
-
-def _parse_json(text: str, file: str, where_offset: int = 0) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _json_error(file, exc, where_offset) from None
-    except RecursionError:
-        raise DataError(file, None, None, "is nested too deeply to parse", "flatten the structure to the documented format") from None
-
-
-def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
-    file = str(path)
-    data = _parse_json(_read_text(path), file)
+    data = parse_json(read_text(path), file)
     if isinstance(data, dict) and "qa_pairs" in data:
         data = data["qa_pairs"]
         if not isinstance(data, list):
             raise DataError(file, None, "qa_pairs", "must be a list of records", "write \"qa_pairs\": [{...}, ...]")
-    elif isinstance(data, dict) and ("messages" in data or "conversation" in data):
-        data = [data]
+    elif isinstance(data, dict) and any(layout.key for layout in record_layouts(data, maps)):
+        data = [data]  # one conversation object
     if not isinstance(data, list):
         raise DataError(file, None, None, f"top-level {type(data).__name__} is not a supported layout",
                         f"supported formats are {SUPPORTED_HELP}")
@@ -207,16 +197,16 @@ def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"record index {i}", record
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
+def _jsonl_records(path: Path, maps: DataMaps) -> Iterator[tuple[str, Any]]:
     file = str(path)
     # split on "\n" only: str.splitlines() would also split inside strings at U+2028, U+0085, ...
-    for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
+    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield f"line {lineno}", _json_error(file, exc, lineno - 1)
+            yield f"line {lineno}", json_error(file, exc, lineno - 1)
             continue
         except RecursionError:
             yield f"line {lineno}", DataError(file, f"line {lineno}", None, "is nested too deeply to parse",
@@ -225,19 +215,22 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"line {lineno}", record
 
 
-def _csv_records(path: Path) -> Iterator[tuple[str, Any]]:
+def _csv_records(path: Path, maps: DataMaps) -> Iterator[tuple[str, Any]]:
     file = str(path)
-    text = _read_text(path)
+    text = read_text(path)
     csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # long answers; the default cap is 128 KiB
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip() for h in next(reader)]
     except csv.Error as exc:
         raise DataError(file, "line 1", None, f"unreadable CSV header ({exc})", "write a header row: question,answer") from None
-    missing = [c for c in ("question", "answer") if c not in header]
+    layouts = [layout for layout in record_layouts(dict.fromkeys(header, ""), maps) if not layout.key]
+    q, a = (layouts[0].question, layouts[0].answer) if layouts else ("question", "answer")
+    missing = [c for c in (q, a) if c not in header]
     if missing:
         raise DataError(file, "line 1", None, f"CSV header {header} lacks column(s) {missing}",
-                        "add a header row with question,answer (and optionally domain)")
+                        f"add a header row with {q},{a} (and optionally domain)")
+    domain = maps.fields.get("domain", "domain")
     while True:
         start = reader.line_num + 1
         try:
@@ -256,19 +249,35 @@ def _csv_records(path: Path) -> Iterator[tuple[str, Any]]:
                                              "quote fields that contain commas, or fix the row")
             continue
         record = dict(zip(header, row))
-        if "domain" in record and not record["domain"].strip():
-            del record["domain"]  # an empty domain cell means the default domain
+        if domain in record and not record[domain].strip():
+            del record[domain]  # an empty domain cell means the default domain
         yield f"line {start}", record
 
 
-def _saved_dataset_records(path: Path) -> Iterator[tuple[str, Any]]:
-    import datasets  # heavy import, only when a saved dataset is read
+def _dataset_rows(path: Path, maps: DataMaps) -> Iterator[tuple[str, Any]]:
+    """The rows of a saved dataset folder, a .parquet or an .arrow file, read with ``datasets`` (offline, no cache)."""
+    import datasets  # heavy imports, only when such a file is read
+    import pyarrow as pa
 
+    kind = TABLE_SUFFIXES.get(path.suffix.lower()) if path.is_file() else None
     try:
-        dataset = datasets.load_from_disk(str(path))
-    except Exception as exc:  # datasets raises several types for damaged folders
-        raise DataError(str(path), None, None, f"cannot be loaded with datasets.load_from_disk ({exc})",
-                        "re-save it with Dataset.save_to_disk") from None
+        if kind == "Parquet":
+            import pyarrow.parquet as pq
+
+            dataset = datasets.Dataset(pq.read_table(str(path)))
+        elif kind == "Arrow":
+            try:
+                dataset = datasets.Dataset.from_file(str(path))  # the Arrow stream format datasets writes
+            except pa.ArrowInvalid:  # the Arrow IPC file format (pyarrow.ipc.new_file, Feather v2)
+                dataset = datasets.Dataset(pa.ipc.open_file(str(path)).read_all())
+        else:
+            dataset = datasets.load_from_disk(str(path))
+    except Exception as exc:  # pyarrow and datasets raise several types for damaged files
+        problem, fix = {"Parquet": ("as Parquet", "re-write it, e.g. with Dataset.to_parquet or DataFrame.to_parquet"),
+                        "Arrow": ("as Arrow", "re-write it, e.g. with pyarrow.ipc.new_file or Dataset.save_to_disk"),
+                        None: ("with datasets.load_from_disk", "re-save it with Dataset.save_to_disk")}[kind]
+        raise DataError(str(path), None, None, f"cannot be {'read' if kind else 'loaded'} {problem} ({exc})",
+                        fix) from None
     for i, record in enumerate(dataset):
         yield f"row {i}", record
 
@@ -301,41 +310,45 @@ def _files_under(root: Path) -> Iterator[Path]:
                 continue
             if entry.is_dir():
                 yield from walk(entry)
-            elif entry.suffix.lower() in TEXT_SUFFIXES:
+            elif entry.suffix.lower() in TEXT_SUFFIXES or entry.suffix.lower() in TABLE_SUFFIXES:
                 yield entry
 
     yield from walk(root)
 
 
-def _records(path: Path) -> Iterator[tuple[str, Any]]:
+def _records(path: Path, maps: DataMaps) -> Iterator[tuple[str, Any]]:
     if path.is_dir():
         if (path / "dataset_dict.json").is_file():
             splits = sorted(p.name for p in path.iterdir() if p.is_dir())
             raise DataError(str(path), None, None, f"is a DatasetDict with splits {splits}",
                             f"pass one split's folder, e.g. {path / (splits[0] if splits else 'train')}")
-        return _saved_dataset_records(path)
+        return _dataset_rows(path, maps)
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        return _dataset_rows(path, maps)
     kind = TEXT_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(str(path), None, None, f"has an unsupported extension {path.suffix!r}",
                         f"use .json, .jsonl, .ndjson or .csv; supported formats are {SUPPORTED_HELP}")
-    return {"json": _json_records, "jsonl": _jsonl_records, "csv": _csv_records}[kind](path)
+    return {"json": _json_records, "jsonl": _jsonl_records, "csv": _csv_records}[kind](path, maps)
 
 
-def read_file(path: str | os.PathLike, skip_invalid: bool = False) -> LoadResult:
-    """Read one file (or saved dataset folder) into examples.
+def read_file(path: str | os.PathLike, skip_invalid: bool = False, maps: DataMaps | None = None) -> LoadResult:
+    """Read one file (or saved dataset folder) into examples; ``maps`` reads other field and role names.
 
     Raises :class:`DataError` on the first problem, unless ``skip_invalid`` is set, in which case
     bad records (or a whole unreadable file) are returned in ``LoadResult.skipped``.
     """
     path = Path(path)
     file = str(path)
-    result = LoadResult([], [], [file])
+    maps = maps or NO_MAPS
+    report = FileReport(file)
+    result = LoadResult([], [], [file], [report])
     try:
-        for where, record in _records(path):
+        for where, record in _records(path, maps):
             try:
                 if isinstance(record, DataError):
                     raise record
-                result.examples.append(record_to_example(record, file, where))
+                result.examples.append(record_to_example(record, file, where, maps, report))
             except DataError as err:
                 if not skip_invalid:
                     raise
@@ -343,17 +356,21 @@ def read_file(path: str | os.PathLike, skip_invalid: bool = False) -> LoadResult
     except DataError as err:
         if not skip_invalid:
             raise
-        return LoadResult([], [SkippedItem(err, whole_file=True)], [file])
+        return LoadResult([], [SkippedItem(err, whole_file=True)], [file], [FileReport(file)])
     if not result.examples and not result.skipped:
         err = DataError(file, None, None, "holds no records", "add records or leave the file out")
         if not skip_invalid:
             raise err
-        return LoadResult([], [SkippedItem(err, whole_file=True)], [file])
+        return LoadResult([], [SkippedItem(err, whole_file=True)], [file], [FileReport(file)])
     return result
 
 
-def load_examples(paths: str | os.PathLike | list, skip_invalid: bool = False) -> LoadResult:
+def load_examples(paths: str | os.PathLike | list, skip_invalid: bool = False,
+                  maps: DataMaps | None = None) -> LoadResult:
     """Read every path (file, saved dataset or folder, recursively) into one :class:`LoadResult`.
+
+    ``maps`` (:func:`theta_ai.data.mapping.parse_maps`) reads fields and roles under other names;
+    ``LoadResult.layouts`` says which layout each file was read as.
 
     >>> result = load_examples(["examples/data/theta_sample_train.json"])  # doctest: +SKIP
     >>> result.examples[0].question  # doctest: +SKIP
@@ -369,11 +386,14 @@ def load_examples(paths: str | os.PathLike | list, skip_invalid: bool = False) -
         if not targets:
             raise DataError(str(path), None, None, "holds no supported data files",
                             f"put .json, .jsonl or .csv files there; supported formats are {SUPPORTED_HELP}")
+        total.per_path.append(len(total.examples))
         for target in targets:
-            part = read_file(target, skip_invalid)
+            part = read_file(target, skip_invalid, maps)
             total.examples += part.examples
             total.skipped += part.skipped
             total.files += part.files
+            total.reports += part.reports
+        total.per_path[-1] = len(total.examples) - total.per_path[-1]
     if not total.examples:
         # every item was skipped: the summary goes into the error, as the caller never gets the LoadResult
         summary = "".join(f"\n{line}" for line in summarize_skipped(total.skipped))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -44,6 +44,7 @@ class LoadedModel:
     model: "PreTrainedModel"
     tokenizer: "PreTrainedTokenizerBase"
     source: str
+    notes: list[str] = field(default_factory=list)  # one line per change theta_ai made while loading
 
 
 def theta_tiny_config() -> dict:
@@ -140,13 +141,14 @@ def set_dropout(model, p: float) -> list[str]:
 
 def load_model_and_tokenizer(model_name: str, *, train_texts: Iterable[str] | None = None, seed: int = 42,
                              trust_remote_code: bool = False, dtype: str | None = None,
-                             adapter: str = "merge") -> LoadedModel:
+                             adapter: str = "merge", quantization: int | None = None) -> LoadedModel:
     """Load ``model_name`` (hub id, local folder, LoRA adapter folder, GGUF file, or ``theta-tiny``) with a tokenizer that can pad.
 
     ``train_texts`` is needed only for ``theta-tiny`` (its tokenizer is trained on them). An adapter folder
     is loaded onto the base model its config names (a relative path counts from the adapter folder): merged
     into it (``adapter="merge"``, for evaluation and export) or as a trainable ``PeftModel``
-    (``adapter="trainable"``, to train the adapter further).
+    (``adapter="trainable"``, to train the adapter further). ``quantization`` 4 or 8 loads a model folder's
+    linear layers in that many bits through bitsandbytes (:mod:`theta_ai.model.quantize`; CUDA only).
     """
 
     if is_adapter_folder(model_name):
@@ -173,13 +175,35 @@ def load_model_and_tokenizer(model_name: str, *, train_texts: Iterable[str] | No
         return LoadedModel(model, tokenizer, source)
 
     tokenizer = load_tokenizer(model_name, trust_remote_code)
+    kwargs = {"dtype": dtype} if dtype else {}
+    notes = []
+    if dtype in ("float32", torch.float32) and not quantization:
+        stored = _stored_dtype(model_name, trust_remote_code)
+        if stored in ("float16", "bfloat16"):
+            notes.append(f"{model_name} is stored in {stored}: loaded in float32 for training (fp32 master weights; "
+                         f"--precision fp16/bf16 is autocast over them, so small updates are not rounded away)")
+    if quantization:
+        from theta_ai.model.quantize import kbit_load_kwargs
+
+        kwargs.update(kbit_load_kwargs(quantization))
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_name, trust_remote_code=trust_remote_code,
-                                                     **({"dtype": dtype} if dtype else {}))
+        model = AutoModelForCausalLM.from_pretrained(model_name, trust_remote_code=trust_remote_code, **kwargs)
     except Exception as exc:
         raise ModelLoadError(_explain(model_name, "causal language model", exc)) from None
     _align_special_tokens(model, tokenizer)
-    return LoadedModel(model, tokenizer, model_name)
+    return LoadedModel(model, tokenizer, model_name, notes)
+
+
+def _stored_dtype(model_name: str, trust_remote_code: bool) -> str | None:
+    """The dtype a model folder's (or cached hub model's) config.json says its weights are stored in."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_name, trust_remote_code=trust_remote_code)
+    except Exception:  # the model load that follows reports what is wrong
+        return None
+    stored = getattr(config, "dtype", None)
+    return str(stored).removeprefix("torch.") if stored is not None else None
 
 
 def training_texts(examples) -> list[str]:

@@ -184,3 +184,9 @@ def model_saved(shape: Shape, *, a: int) -> list[Saved]:
 # logits + fp32 copy + log-softmax output = 10 bytes under mixed precision, 8 in fp32.)
 LOGITS_PEAK_BYTES = 3 * FP32
 LOGITS_SAVED_BYTES = FP32
+
+# Chunked cross-entropy (theta_ai.training.loss, --chunked-loss): the LM head and the loss run a slice of positions
+# at a time under activation checkpointing, so only one slice's fp32 logits (CHUNK_BYTES) exist at once, and the
+# forward pass saves none. auto uses it for vocabularies of AUTO_MIN_VOCAB tokens and more.
+AUTO_MIN_VOCAB = 100_000  # Llama 3 (128k), Qwen (151k), Gemma (262k); GPT-2's 50k keeps the plain path
+CHUNK_BYTES = 1 << 28  # fp32 logits of one slice: 256 MiB (443 positions of a 151k vocabulary)

@@ -58,7 +58,9 @@ Around the layers (A_model): the final norm (fp32) and the LM head input (a h). 
 the logits); at the start of backward the saved log-softmax output, the gradient from ``nll_loss``
 and the gradient of the logits are three fp32 N x V tensors, 12 N V bytes. For GPT-2's 50,257-token
 vocabulary that is 0.6 MB per token (2.3 GiB for 8 x 512 tokens), three quarters of what gpt2's twelve
-layers keep.
+layers keep. With the chunked loss (``--chunked-loss``, on by default for vocabularies of 100k tokens and more)
+only one slice of positions has logits at a time (256 MiB of fp32 logits, so three such tensors) and the forward
+pass saves none.
 
 **LoRA** (``LoraSpec``): the base weights are frozen, so only the adapters (``r (in + out)`` per
 targeted linear layer, counted exactly on the meta model) have gradients and optimizer states.
@@ -66,6 +68,14 @@ Activations still flow through every layer; autograd only stops saving the input
 linear layers, RMSNorm's normalised tensor and the LM head input (weight gradients nobody needs), and
 adds each adapter's small r-wide activation (plus its input again and a dropout mask when
 ``dropout > 0``).
+
+**k-bit bases (QLoRA)** (``quantization`` 4 or 8, always with LoRA): bitsandbytes replaces every linear layer
+but the LM head. Their weights take 4 bits + the NF4 block constants (double quantisation: an 8-bit absmax per
+64 weights and an fp32 constant per 256 of those, 4.127 bits in all), or 8 bits + an fp32 scale per output row.
+peft's ``prepare_model_for_kbit_training`` upcasts every other parameter (embeddings, norms, biases, an untied
+LM head) to fp32. Autocast copies only the LM head; a quantised layer is dequantised to the compute dtype one
+layer at a time (the largest such layer is counted once). The frozen layers save no input for a weight gradient,
+as with LoRA on a full-precision base.
 
 Assumptions: one GPU; the model is trained in fp32 weights (gpt2 checkpoints are fp32; load others with
 ``dtype=torch.float32``); transformers' SDPA attention; every row is padded to ``seq_len`` (the
@@ -79,7 +89,8 @@ Fastest settings
 so the per-device batches tried are its divisors, and orders the candidates by a simple rule, fastest
 first:
 
-1. full fine-tuning before LoRA: LoRA trains something else, so it is used only when nothing else fits;
+1. full fine-tuning before LoRA before QLoRA (a 4-bit base): LoRA trains something else, so it is used only
+   when nothing else fits; QLoRA also dequantises every layer at every step and needs bitsandbytes on CUDA;
 2. without gradient checkpointing before with it: recomputing the forward pass costs about a third
    more compute per step, more than fuller micro-batches win back;
 3. the largest per-device batch (fewest accumulation steps; bigger matmuls keep the GPU busier).
@@ -94,7 +105,7 @@ from typing import Any
 
 from theta_ai.config.options import parse_memory  # noqa: F401 (re-exported)
 from theta_ai.errors import ConfigError
-from theta_ai.planner.activations import (FP32, LOGITS_PEAK_BYTES, LOGITS_SAVED_BYTES, Saved, checkpointed_layer_saved,
+from theta_ai.planner.activations import (AUTO_MIN_VOCAB, CHUNK_BYTES, FP32, LOGITS_PEAK_BYTES, LOGITS_SAVED_BYTES, Saved, checkpointed_layer_saved,
                                   layer_saved, model_saved, shape_of)
 from theta_ai.planner.models import lora_targets, model_config, model_stats
 
@@ -103,11 +114,12 @@ CUDA_CONTEXT_BYTES = 512 * 2**20  # CUDA context, kernels and cuBLAS workspace: 
 ALLOCATOR_SLACK = 0.10  # caching-allocator fragmentation (variable sequence lengths make it worse)
 DEFAULT_GPU_MEMORY = 12 * GiB  # the RTX 3060, theta_ai's reference card
 PRECISIONS = ("fp16", "bf16", "fp32")
+# bytes per weight of a bitsandbytes layer: NF4 + double-quantised absmax (8 bit / 64 + 32 bit / (64 x 256)); int8
+KBIT_WEIGHT_BYTES = {4: 0.5 + 1 / 64 + 4 / (64 * 256), 8: 1.0}
 ADAMW_STATE_BYTES = 2 * FP32
 
 __all__ = ["LoraSpec", "MemoryEstimate", "Candidate", "Plan", "estimate_memory", "plan", "parse_memory",
-           "parameter_bytes", "plan_table_markdown", "plan_report", "model_config", "format_bytes",
-           "DEFAULT_GPU_MEMORY"]
+           "parameter_bytes", "model_config", "format_bytes", "format_target", "DEFAULT_GPU_MEMORY"]
 
 
 @dataclass(frozen=True)
@@ -142,10 +154,12 @@ class MemoryEstimate:
     precision: str = "fp16"
     gradient_checkpointing: bool = False
     lora: LoraSpec | None = None
+    quantization: int | None = None  # 4 or 8: the frozen base's linear layers through bitsandbytes
     parameters: int = 0
     trainable: int = 0
     activation_parts: dict[str, int] = field(default_factory=dict)
     logits_saved: int = 0  # the part of ``logits`` autograd saves in forward (the log-softmax output)
+    chunked_loss: bool = False
 
     @property
     def allocated(self) -> int:
@@ -160,14 +174,17 @@ class MemoryEstimate:
     def as_table(self) -> list[str]:
         mp = "fp32" if self.precision == "fp32" else f"{self.precision} mixed precision"
         rows = [
-            ("weights", self.weights, f"{self.weights / FP32 / 1e6:,.1f}M parameters x 4 B (fp32 master weights)"),
-            ("autocast copies", self.weight_copies, "half-precision copies of matmul weights" if self.weight_copies
-             else "none in fp32"),
+            ("weights", self.weights, f"{self.parameters / 1e6:,.1f}M parameters, linear layers in "
+             f"{self.quantization}-bit, the rest fp32" if self.quantization else
+             f"{self.weights / FP32 / 1e6:,.1f}M parameters x 4 B (fp32 master weights)"),
+            ("autocast copies", self.weight_copies, "LM head copy + one dequantised layer" if self.quantization
+             else "half-precision copies of matmul weights" if self.weight_copies else "none in fp32"),
             ("gradients", self.gradients, f"{self.trainable / 1e6:,.2f}M trainable x 4 B"),
             ("optimizer", self.optimizer, "AdamW: 2 fp32 states per trainable parameter"),
             ("activations", self.activations, f"batch {self.batch_size} x {self.seq_len} tokens, {mp}"
              + (", gradient checkpointing" if self.gradient_checkpointing else "")),
-            ("logits/loss", self.logits, "3 fp32 copies of batch x seq x vocab in the cross-entropy"),
+            ("logits/loss", self.logits, "3 fp32 copies of one slice's logits (chunked loss)" if self.chunked_loss
+             else "3 fp32 copies of batch x seq x vocab in the cross-entropy"),
             ("overhead", self.overhead, f"CUDA context {format_bytes(CUDA_CONTEXT_BYTES)} + "
              f"{ALLOCATOR_SLACK:.0%} allocator slack"),
             ("total", self.total, "estimated peak"),
@@ -205,12 +222,18 @@ def parameter_bytes(config, dtype: Any = "fp32") -> int:
 
 def estimate_memory(config, *, batch_size: int, seq_len: int, precision: str = "fp16",
                     gradient_checkpointing: bool = False, lora: LoraSpec | None = None,
-                    padded: bool = True) -> MemoryEstimate:
+                    padded: bool = True, quantization: int | None = None,
+                    chunked_loss: bool | None = None) -> MemoryEstimate:
     """Estimate the peak GPU memory of one training step of ``config``'s causal LM (see the module docstring).
 
     ``padded``: batches carry a padding mask (theta-train's collator pads), which costs SDPA a bias per layer.
+    ``quantization``: 4 or 8 for a bitsandbytes base (``--load-in-4bit`` / ``--load-in-8bit``), LoRA only.
+    ``chunked_loss``: the LM head and loss one slice of positions at a time (``--chunked-loss``); None = auto,
+    as theta-train decides it (vocabularies of 100k tokens and more).
     """
     precision = _precision(precision)
+    if quantization is not None and (quantization not in KBIT_WEIGHT_BYTES or lora is None):
+        raise ConfigError(f"quantization {quantization!r}: a k-bit base is 4 or 8 bits and trains LoRA adapters")
     if batch_size < 1 or seq_len < 1:
         raise ConfigError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
     stats = model_stats(config)
@@ -249,14 +272,32 @@ def estimate_memory(config, *, batch_size: int, seq_len: int, precision: str = "
 
     weights = (stats.parameters + (trainable if lora is not None else 0)) * FP32
     weight_copies = stats.matmul_weights * a if a < FP32 else 0
+    if quantization is not None:
+        weights, weight_copies = _kbit_weights(stats, quantization, trainable, a)
     gradients = trainable * FP32
     optimizer = trainable * ADAMW_STATE_BYTES
-    logits = LOGITS_PEAK_BYTES * tokens * shape.vocab
+    if chunked_loss is None:
+        chunked_loss = shape.vocab >= AUTO_MIN_VOCAB
+    # chunked: one slice's logits at a time (max(64, CHUNK_BYTES / 4V) positions), none saved by the forward pass
+    logit_rows = min(tokens, max(64, CHUNK_BYTES // (FP32 * shape.vocab))) if chunked_loss else tokens
+    logits = LOGITS_PEAK_BYTES * logit_rows * shape.vocab
     allocated = weights + weight_copies + gradients + optimizer + activations + logits
     overhead = CUDA_CONTEXT_BYTES + int(ALLOCATOR_SLACK * allocated)
     return MemoryEstimate(weights, weight_copies, gradients, optimizer, activations, logits, overhead,
                           allocated + overhead, batch_size, seq_len, precision, gradient_checkpointing, lora,
-                          stats.parameters, trainable, parts, LOGITS_SAVED_BYTES * tokens * shape.vocab)
+                          quantization, stats.parameters, trainable, parts,
+                          0 if chunked_loss else LOGITS_SAVED_BYTES * tokens * shape.vocab, chunked_loss)
+
+
+def _kbit_weights(stats, bits: int, trainable: int, a: int) -> tuple[int, int]:
+    """(weights, autocast copies) of a bitsandbytes base: quantised linear layers, everything else fp32."""
+    quantised = [(fin, fout) for name, fin, fout in stats.linears if name != stats.output_layer]
+    q_params = sum(fin * fout for fin, fout in quantised)
+    q_bytes = sum(fin * fout * KBIT_WEIGHT_BYTES[bits] + (fout * FP32 if bits == 8 else 0) for fin, fout in quantised)
+    head = next((fin * fout for name, fin, fout in stats.linears if name == stats.output_layer), 0)
+    weights = int(q_bytes) + (stats.parameters - q_params + trainable) * FP32
+    largest = max((fin * fout for fin, fout in quantised), default=0)
+    return weights, head * (a if a < FP32 else 0) + largest * 2
 
 
 @dataclass(frozen=True)
@@ -267,16 +308,19 @@ class Candidate:
     lora: LoraSpec | None
     estimate: MemoryEstimate
     fits: bool
+    quantization: int | None = None
 
     def settings(self) -> str:
+        kind = (f"QLoRA ({self.quantization}-bit base) {self.lora.describe()}" if self.quantization else
+                f"LoRA {self.lora.describe()}" if self.lora else "full fine-tuning")
         return (f"batch {self.batch_size} x accumulation {self.grad_accum}, gradient checkpointing "
-                f"{'on' if self.gradient_checkpointing else 'off'}, "
-                + (f"LoRA {self.lora.describe()}" if self.lora else "full fine-tuning"))
+                f"{'on' if self.gradient_checkpointing else 'off'}, " + kind)
 
     def flags(self) -> str:
         flags = f"--batch-size {self.batch_size} --grad-accum {self.grad_accum} " + (
             "--gradient-checkpointing" if self.gradient_checkpointing else "--no-gradient-checkpointing")
-        return flags + (f" --lora --lora-r {self.lora.r}" if self.lora else " --no-lora")
+        flags += f" --lora --lora-r {self.lora.r}" if self.lora else " --no-lora"
+        return flags + (f" --load-in-{self.quantization}bit" if self.quantization else "")
 
 
 @dataclass
@@ -318,67 +362,33 @@ class Plan:
 
 def plan(config, *, effective_batch: int, seq_len: int, gpu_memory_bytes: int = DEFAULT_GPU_MEMORY,
          precision: str = "fp16", lora: LoraSpec | None = LoraSpec(), padded: bool = True,
-         model: str | None = None) -> Plan:
+         model: str | None = None, qlora: bool = True, quantization: int | None = None,
+         chunked_loss: bool | None = None) -> Plan:
     """The fastest settings for ``config`` that fit ``gpu_memory_bytes`` (ranking: see the module docstring).
 
-    ``lora`` is the LoRA candidate's spec; ``None`` never proposes LoRA.
+    ``lora`` is the LoRA candidate's spec; ``None`` never proposes LoRA. ``qlora`` adds 4-bit QLoRA candidates
+    after everything in full precision (they need a CUDA GPU and the qlora extra, and dequantising costs time).
+    ``quantization`` 4 or 8 plans only for that k-bit base (``--plan --load-in-4bit``).
     """
     precision = _precision(precision)
     if effective_batch < 1:
         raise ConfigError(f"effective batch must be positive, got {effective_batch}")
     batches = [b for b in range(effective_batch, 0, -1) if effective_batch % b == 0]
+    if quantization is not None:
+        kinds = [(lora or LoraSpec(), quantization)]
+    else:
+        kinds = [(None, None)] + ([(lora, None)] if lora is not None else []) + (
+            [(lora, 4)] if lora is not None and qlora else [])
     candidates = []
-    for lora_spec in [None] + ([lora] if lora is not None else []):
+    for lora_spec, bits in kinds:
         for checkpointing in (False, True):
             for batch in batches:
                 est = estimate_memory(config, batch_size=batch, seq_len=seq_len, precision=precision,
-                                      gradient_checkpointing=checkpointing, lora=lora_spec, padded=padded)
+                                      gradient_checkpointing=checkpointing, lora=lora_spec, padded=padded,
+                                      quantization=bits, chunked_loss=chunked_loss)
                 candidates.append(Candidate(batch, effective_batch // batch, checkpointing, lora_spec, est,
-                                            est.total <= gpu_memory_bytes))
+                                            est.total <= gpu_memory_bytes, bits))
     fitting = [c for c in candidates if c.fits]
     best = fitting[0] if fitting else min(candidates, key=lambda c: c.estimate.total)
     return Plan(effective_batch, seq_len, gpu_memory_bytes, precision, candidates, best, bool(fitting),
                 model or getattr(config, "name_or_path", "") or getattr(config, "model_type", "model"))
-
-
-README_MODELS = ("gpt2", "gpt2-medium", "gpt2-large")
-
-
-def plan_table_markdown(models=README_MODELS, seq_lens=(256, 512), *, gpu_memory_bytes: int = DEFAULT_GPU_MEMORY,
-                        effective_batch: int = 16, precision: str = "fp16") -> str:
-    """The README table: what :func:`plan` picks for each model and sequence length on the target card."""
-    head = ("| model | parameters | tokens | batch x accumulation | gradient checkpointing | LoRA | "
-            "estimated peak |\n|---|---:|---:|---|---|---|---:|\n")
-    rows = []
-    for name in models:
-        config = model_config(name)
-        for seq_len in seq_lens:
-            p = plan(config, effective_batch=effective_batch, seq_len=seq_len, gpu_memory_bytes=gpu_memory_bytes,
-                     precision=precision)
-            c = p.recommended
-            rows.append(f"| `{name}` | {c.estimate.parameters / 1e6:,.0f}M | {seq_len} | "
-                        f"{c.batch_size} x {c.grad_accum} | {'on' if c.gradient_checkpointing else 'off'} | "
-                        f"{c.lora.describe() if c.lora else 'off'} | {format_bytes(c.estimate.total)}"
-                        f"{'' if p.fits else ' (does not fit)'} |")
-    return head + "\n".join(rows) + "\n"
-
-
-def plan_report(cfg, gpu_memory: str | int | None = None) -> list[str]:
-    """``theta-train --plan``: the estimate for the resolved configuration, then the plan. Allocates nothing."""
-    gpu_bytes = DEFAULT_GPU_MEMORY if gpu_memory is None else parse_memory(gpu_memory)
-    source = cfg.load_checkpoint or cfg.model_name
-    config = model_config(source, trust_remote_code=cfg.trust_remote_code)
-    precision = _precision(cfg.precision)
-    lora = None
-    if getattr(cfg, "lora", False):
-        targets = tuple(t.strip() for t in cfg.lora_target_modules.split(",")) if cfg.lora_target_modules else None
-        lora = LoraSpec(r=cfg.lora_r, target_modules=targets or "all-linear")
-    current = estimate_memory(config, batch_size=cfg.batch_size, seq_len=cfg.max_seq_length, precision=precision,
-                              gradient_checkpointing=cfg.gradient_checkpointing, lora=lora)
-    verdict = "fits" if current.total <= gpu_bytes else "does NOT fit"
-    lines = [f"your settings (batch {cfg.batch_size} x accumulation {cfg.grad_accum}, gradient checkpointing "
-             f"{'on' if cfg.gradient_checkpointing else 'off'}, LoRA {'r=%d' % cfg.lora_r if lora else 'off'}): estimated peak {format_bytes(current.total)}, "
-             f"{verdict} in {format_target(gpu_bytes)}", *current.as_table()]
-    result = plan(config, effective_batch=cfg.batch_size * cfg.grad_accum, seq_len=cfg.max_seq_length,
-                  gpu_memory_bytes=gpu_bytes, precision=precision, model=source)
-    return lines + result.lines()

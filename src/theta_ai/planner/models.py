@@ -24,6 +24,30 @@ KNOWN_GPT2 = {
     "gpt2-xl": {"n_embd": 1600, "n_layer": 48, "n_head": 25},
 }
 
+# A few chat models people fit into 12 GB, as architecture constants (their config.json values), so that --plan and
+# README's table need no download. Anything else is read from its folder or the local Hugging Face cache.
+KNOWN_CONFIGS = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                            num_attention_heads=9, num_key_value_heads=3, vocab_size=49152)),
+    "Qwen/Qwen2.5-0.5B-Instruct": ("qwen2", dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                                   num_attention_heads=14, num_key_value_heads=2, vocab_size=151936)),
+    "Qwen/Qwen2.5-1.5B-Instruct": ("qwen2", dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                                   num_attention_heads=12, num_key_value_heads=2, vocab_size=151936)),
+    "meta-llama/Llama-3.2-1B-Instruct": ("llama", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256)),
+    "meta-llama/Llama-3.2-3B-Instruct": ("llama", dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                                         num_attention_heads=24, num_key_value_heads=8, vocab_size=128256)),
+}
+
+
+def _known_config(name: str):
+    from transformers import AutoConfig
+
+    model_type, values = KNOWN_CONFIGS[name]
+    config = AutoConfig.for_model(model_type, tie_word_embeddings=True, **values)  # all five tie their head
+    config._name_or_path = name
+    return config
+
 
 def model_config(name_or_path: str, *, trust_remote_code: bool = False):
     """The ``PretrainedConfig`` of a model name or folder, without touching the network."""
@@ -34,6 +58,8 @@ def model_config(name_or_path: str, *, trust_remote_code: bool = False):
         config = GPT2Config(**KNOWN_GPT2[short])
         config._name_or_path = name_or_path
         return config
+    if name_or_path in KNOWN_CONFIGS and not Path(name_or_path).exists():
+        return _known_config(name_or_path)
     if name_or_path == "theta-tiny":
         from theta_ai.model.load import theta_tiny_config
 
@@ -62,7 +88,7 @@ def model_config(name_or_path: str, *, trust_remote_code: bool = False):
     except Exception:
         raise ConfigError(f"--plan needs the config of {name_or_path!r}, which is not in the local Hugging Face "
                           f"cache and is never downloaded by the planner: pass a local model folder, or one of "
-                          f"{', '.join(KNOWN_GPT2)}, theta-tiny") from None
+                          f"{', '.join([*KNOWN_GPT2, *KNOWN_CONFIGS])}, theta-tiny") from None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ def dry_run_report(run: "PreparedRun") -> list[str]:
     for key, value in run.cfg.as_dict().items():
         source = run.cfg.sources.get(key, "")
         lines.append(f"  {key:<22} {value!r}" + (f"   ({source})" if source and source != "default" else ""))
+    lines += run.data_report.file_lines() if run.data_report else []
     lines.append(f"train tokens: {run.train_stats.summary()}")
     lines.append(f"validation tokens: {run.val_stats.summary()}")
     lines += describe_example(run)

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from theta_ai.planner.activations import AUTO_MIN_VOCAB, CHUNK_BYTES  # shared with the memory planner
+
 IGNORE_INDEX = -100
-AUTO_MIN_VOCAB = 100_000  # Llama 3 (128k), Qwen (151k), Gemma (262k); GPT-2's 50k keeps the plain path
-CHUNK_BYTES = 1 << 28  # fp32 logits of one slice: 256 MiB (443 positions of a 151k vocabulary)
 
 
 class _HiddenStates(torch.nn.Module):

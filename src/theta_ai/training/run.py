@@ -36,6 +36,7 @@ from theta_ai.data import (
     packing_collator,
 )
 from theta_ai.data.augmented import AugmentedDataset
+from theta_ai.data.mapping import DataReport
 from theta_ai.training.dry_run import describe_example, dry_run_report  # noqa: F401 (their old home)
 from theta_ai.training.loss import chunked_loss_choice
 from theta_ai.data.formats import Example
@@ -46,7 +47,9 @@ from theta_ai.metrics.trainer_metrics import (
     preprocess_logits_for_metrics,
 )
 from theta_ai.model.load import LoadedModel, set_dropout
+from theta_ai.model.quantize import kbit_bits
 from theta_ai.monitoring import monitoring_callbacks
+from theta_ai.monitoring.trackers import TrackerWriter, run_trackers
 from theta_ai.monitoring.plot import PLOT_FILE, LossPlotCallback, run_title
 from theta_ai.planner import plan_report
 from theta_ai.training import checkpoints as ckpt
@@ -67,9 +70,11 @@ from theta_ai.training.disk import (
 from theta_ai.training.lock import RunLock, acquire
 from theta_ai.training.setup import (
     checkpoint_folder,
+    cpu_bf16_choice,
     describe_device,
     examples_to_jsonl,
     is_main_process,
+    kbit_request,
     load_run_data,
     load_run_model,
     resume_checkpoint,
@@ -106,6 +111,7 @@ class PreparedRun:
     lock: RunLock | None = None  # this process's hold on the checkpoint folder (none in a dry run / other ranks)
     disk: CheckpointSizes | None = None
     chunked_loss: bool = False  # LM head + loss a slice of positions at a time (training/loss.py)
+    data_report: DataReport | None = None  # each file's layout and each source's examples (load_run_data)
 
     def close(self) -> None:
         """Let go of the checkpoint folder (train() does this when it ends); safe to call twice."""
@@ -140,6 +146,7 @@ class PreparedRun:
             + ("" if self.cfg.val_data else f" (held out: --val-split {self.cfg.val_split:g}, seed {self.cfg.seed})")
             + "; "
             f"{self.steps_per_epoch} optimizer steps per epoch, {self.cfg.epochs:g} epochs",
+            *(self.data_report.banner_lines() if self.data_report else []),
             f"checkpoints -> {self.checkpoint_dir}/ ; logs -> {self.log_dir}/ (tensorboard --logdir={self.cfg.logdir})"
             + (f" ; resuming from {self.resume_from}" if self.resume_from else ""),
         ] + ([self.disk.describe()] if self.disk else [])
@@ -160,12 +167,16 @@ class TrainResult:
 def prepare_run(cfg: ThetaConfig) -> PreparedRun:
     """Load and check data, model and arguments; no training step is taken."""
     notes: list[str] = []
-    train_examples, val_examples = load_run_data(cfg, notes)
+    kbit_request(cfg)  # --load-in-4bit/8bit: refused before any data is read when this run cannot honour it
+    data_report = DataReport()
+    train_examples, val_examples = load_run_data(cfg, notes, data_report)
     checkpoint_dir = checkpoint_folder(cfg, notes)
     # Refuse a second run on the same folder before anything in it is touched (a dry run writes nothing).
     lock = acquire(checkpoint_dir) if is_main_process() and not cfg.dry_run else None
     try:
-        return _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock)
+        run = _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock)
+        run.data_report = data_report
+        return run
     except BaseException:
         if lock is not None:
             lock.release()
@@ -215,7 +226,7 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
         collator = MarkedCollator(packing_collator())
     else:
         collator = MarkedCollator(PaddingCollator(pad_token_id=loaded.tokenizer.pad_token_id))
-    args = build_training_arguments(cfg, checkpoint_dir, notes)
+    args = build_training_arguments(cfg, checkpoint_dir, notes, cpu_bf16_choice(cfg, loaded.model, resume_from, notes))
     run = PreparedRun(cfg, train_examples, val_examples, loaded, formatter, train_dataset, val_dataset,
                       train_stats, val_stats, collator, args, checkpoint_dir, run_log_dir(cfg, resume_from),
                       resume_from, world_size(), notes, augmenter, trainer_dataset, lock,
@@ -237,7 +248,8 @@ def _run_info(run: PreparedRun) -> dict:
             "train_on_prompt": cfg.train_on_prompt, "data": cfg.data, "val_data": cfg.val_data,
             "val_split": None if cfg.val_data else cfg.val_split, "seed": cfg.seed, "log_dir": str(run.log_dir),
             "loss_plot": str((run.log_dir / PLOT_FILE).resolve()),  # theta-eval's report links it
-            "validation_file": ckpt.VALIDATION_FILE, "world_size": run.world_size}
+            "validation_file": ckpt.VALIDATION_FILE, "world_size": run.world_size,
+            "quantization": kbit_bits(cfg)}  # the base's k-bit loading (QLoRA): merges go into the unquantised base
 
 
 def _version() -> str:
@@ -247,14 +259,12 @@ def _version() -> str:
 
 def build_trainer(run: PreparedRun, callbacks: list | None = None):
     """The ThetaTrainer for a prepared run, with theta_ai's callbacks (plus ``callbacks``)."""
-
-
-
     cfg = run.cfg
-    writer = None
-    if is_main_process():
-
-        writer = SummaryWriter(log_dir=str(run.log_dir))
+    writer = None  # theta_ai's scalars: TensorBoard and the other --report-to trackers, on the main process only
+    tensorboard, trackers = run_trackers(cfg.report_to)
+    if is_main_process() and (tensorboard or trackers):
+        writer = TrackerWriter(SummaryWriter(log_dir=str(run.log_dir)) if tensorboard else None, trackers)
+    run.training_args.run_name = run.log_dir.name  # the run's name in W&B / MLflow: its log folder's
     theta_callbacks: list = []
     generation = None
     if cfg.generation_eval:  # first: it adds eval_rougeL & co. before anything reads the metrics
@@ -265,12 +275,12 @@ def build_trainer(run: PreparedRun, callbacks: list | None = None):
                                           with_optimizer=cfg.spike_guard),
                         EpochSummaryCallback(), GracefulStopCallback()]
     if writer is not None:
-
-
         # before TensorBoardCallback: it closes the writer in on_train_end, and hparams are written in ours
         theta_callbacks += monitoring_callbacks(writer, cfg.as_dict(), cfg.grad_log_steps, cfg.histogram_steps,
                                                 generation_callback=generation)
-        theta_callbacks.append(TensorBoardCallback(tb_writer=writer))
+        if writer.tensorboard is not None:
+            theta_callbacks.append(TensorBoardCallback(tb_writer=writer.tensorboard))
+    if is_main_process():
         theta_callbacks.append(LossPlotCallback(run.log_dir, run_title(run.log_dir.name, cfg.preset, cfg.model_name)))
     if run.trainer_train_dataset is not run.train_dataset:
         theta_callbacks.append(EpochAwareDatasetCallback(run.trainer_train_dataset))

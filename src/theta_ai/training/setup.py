@@ -24,6 +24,7 @@ from theta_ai.data import (
     summarize_skipped,
 )
 from theta_ai.data.formats import Example
+from theta_ai.data.mapping import DataReport, mix, parse_maps, parse_source, reading_notes
 from theta_ai.model.load import (
     THETA_TINY,
     LoadedModel,
@@ -32,6 +33,7 @@ from theta_ai.model.load import (
     training_texts,
 )
 from theta_ai.model.gguf import find_gguf
+from theta_ai.model.quantize import check_kbit_request, check_kbit_support, describe_kbit, kbit_bits, prepare_kbit
 from theta_ai.model.lora import (
     adapter_base,
     base_reference,
@@ -43,6 +45,7 @@ from theta_ai.model.lora import (
     wrap_with_lora,
 )
 from theta_ai.training import checkpoints as ckpt
+from theta_ai.training.precision import choose_cpu_precision
 
 
 def describe_device() -> str:
@@ -70,21 +73,44 @@ def split_validation(examples: list[Example], fraction: float, seed: int) -> tup
     return train, val
 
 
-def load_run_data(cfg: ThetaConfig, notes: list[str]) -> tuple[list[Example], list[Example]]:
+def load_run_data(cfg: ThetaConfig, notes: list[str],
+                  report: DataReport | None = None) -> tuple[list[Example], list[Example]]:
+    """The training and validation examples: every ``--data`` source read (``--field-map``/``--role-map``), the
+    validation split held out before mixing (so weights never change it, nor leak copies into it), then every
+    source weighted (``PATH:WEIGHT``, seeded). ``report`` gets each file's layout and each source's counts."""
     if not cfg.data:
         raise ConfigError("no training data: pass --data PATH (a file or folder; see docs/dataset_guide.md) "
                           "or use --preset cpu-quickstart for the bundled sample data")
-    loaded = load_examples(cfg.data, skip_invalid=cfg.skip_invalid)
+    maps = parse_maps(cfg.field_map, cfg.role_map)
+    sources = [parse_source(entry) for entry in cfg.data]
+    loaded = load_examples([s.path for s in sources], skip_invalid=cfg.skip_invalid, maps=maps)
     notes += summarize_skipped(loaded.skipped)
+    val_reports = []
     if cfg.val_data:
-        val_loaded = load_examples(cfg.val_data, skip_invalid=cfg.skip_invalid)
+        val_loaded = load_examples(cfg.val_data, skip_invalid=cfg.skip_invalid, maps=maps)
         notes += summarize_skipped(val_loaded.skipped)
-        train, val = loaded.examples, val_loaded.examples
+        train, val, val_reports = loaded.examples, val_loaded.examples, val_loaded.reports
     else:
         train, val = split_validation(loaded.examples, cfg.val_split, cfg.seed)
+    notes += reading_notes(loaded.reports + val_reports, maps)
     notes += find_duplicates(train).lines()
     notes += find_leakage(train, val).lines()
-    return train, val
+    owner, start = {}, 0  # id(example) -> the index of its source
+    for i, n in enumerate(loaded.per_path):
+        owner.update((id(e), i) for e in loaded.examples[start:start + n])
+        start += n
+    groups: list[list[Example]] = [[] for _ in sources]
+    for example in train:
+        groups[owner[id(example)]].append(example)
+    mixed, counts = mix(groups, [s.weight for s in sources], cfg.seed)
+    for entry, source, group, count in zip(cfg.data, sources, groups, counts):
+        if group and not count:
+            raise ConfigError(f"--data {entry}: weight {source.weight:g} of {len(group)} training example(s) rounds "
+                              "to none; raise the weight or leave the source out")
+    if report is not None:
+        report.files, report.val_files, report.seed = loaded.reports, val_reports, cfg.seed
+        report.sources = [(s, len(g), c) for s, g, c in zip(sources, groups, counts)]
+    return mixed, val
 
 
 def examples_to_jsonl(examples: list[Example]) -> str:
@@ -159,6 +185,33 @@ def run_log_dir(cfg: ThetaConfig, resume_from: Path | None) -> Path:
 # ---------------------------------------------------------------------------- prepare / train
 
 
+def cpu_bf16_choice(cfg: ThetaConfig, model, resume_from: Path | None, notes: list[str]) -> bool:
+    """``--precision auto`` without CUDA: bf16 autocast where the start-up probe shows it faster (training/precision).
+
+    A resumed run keeps its checkpoint's precision; a multi-process CPU run stays fp32 (each process would time
+    its own probe and could choose differently).
+    """
+    if cfg.precision != "auto" or torch.cuda.is_available() or world_size() > 1:
+        return False
+    recorded = ckpt.read_run_info(resume_from).get("precision") if resume_from is not None else None
+    bf16, line = choose_cpu_precision(model, recorded)
+    if line:
+        notes.append(line)
+    return bf16
+
+
+
+def kbit_request(cfg: ThetaConfig) -> int | None:
+    """``--load-in-4bit`` / ``--load-in-8bit`` checked against the other options and this machine: 4, 8 or None."""
+    bits = kbit_bits(cfg)
+    if bits is not None:
+        check_kbit_request(bits, lora=cfg.lora or bool(cfg.resume), model_name=cfg.model_name,
+                           gguf=find_gguf(cfg.model_name) is not None)
+        check_kbit_support(bits)
+    return bits
+
+
+
 def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_dir: Path,
                    resume_from: Path | None, notes: list[str]) -> LoadedModel:
     """The model to train: fresh, from ``--load-checkpoint``, or from the checkpoint to resume; LoRA-wrapped with ``--lora``.
@@ -170,10 +223,21 @@ def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_d
     A dry run wraps the model (to report its trainable parameters) but writes no ``theta_base/``.
     """
 
+    bits = kbit_bits(cfg)
+
     def load(source: str, adapter: str = "merge") -> LoadedModel:
         texts = training_texts(train_examples) if source == THETA_TINY else None
-        return load_model_and_tokenizer(source, train_texts=texts, seed=cfg.seed,
-                                        trust_remote_code=cfg.trust_remote_code, adapter=adapter)
+        # Trained weights are fp32 (Trainer's fp16/bf16 is autocast over fp32 master weights): transformers 5 would
+        # otherwise load a bf16 checkpoint as bf16, and AdamW's small updates would round away. A k-bit base is
+        # quantised instead, its other weights upcast by peft.
+        loaded = load_model_and_tokenizer(source, train_texts=texts, seed=cfg.seed,
+                                          trust_remote_code=cfg.trust_remote_code, adapter=adapter,
+                                          quantization=bits, dtype=None if bits else "float32")
+        notes.extend(loaded.notes)
+        if bits is not None:  # QLoRA: a frozen k-bit base, prepared by peft before the adapters are added
+            loaded.model = prepare_kbit(loaded.model, cfg.gradient_checkpointing)
+            notes.append(describe_kbit(bits))
+        return loaded
 
     targets = [t.strip() for t in cfg.lora_target_modules.split(",")] if cfg.lora_target_modules else None
     source = str(resume_from) if resume_from else cfg.load_checkpoint or cfg.model_name

@@ -1,0 +1,83 @@
+"""--precision auto on a CPU: the bf16 probe times the run's own model, leaves it untouched, and decides once."""
+
+from __future__ import annotations
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from theta_ai.config import resolve_config
+from theta_ai.config.training_args import resolve_precision
+from theta_ai.training import precision
+from theta_ai.training.precision import MIN_SPEEDUP, ProbeResult, choose_cpu_precision, cpu_has_native_bf16
+
+XEON = "processor\t: 0\nflags\t\t: fpu vme sse2 avx2 avx512f avx512_bf16 avx512_vnni\nbugs\t\t: spectre_v1\n"
+EPYC = "processor\t: 0\nflags\t\t: fpu vme sse2 avx2 avx512f avx512_vnni\nbugs\t\t: spectre_v1\n"
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert cpu_has_native_bf16(XEON) is True
+    assert cpu_has_native_bf16(EPYC) is False
+    assert cpu_has_native_bf16(XEON.replace("avx512_bf16", "amx_bf16 amx_tile")) is True
+    assert cpu_has_native_bf16("") is False
+
+
+def _model(layers: int, width: int) -> GPT2LMHeadModel:
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_layer=layers, n_embd=width, n_head=4, vocab_size=2048, n_positions=256))
+
+
+def test_the_probe_leaves_the_model_and_the_random_state_as_it_found_them():
+    model = _model(2, 64).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    result = precision.probe_cpu_bf16(model, batch=2, tokens=32, repeats=1)
+    assert torch.equal(torch.rand(3), expected_next)  # dropout draws of the run are unchanged
+    assert result.fp32_s > 0 and result.bf16_s > 0
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_small_models_and_resumed_runs_are_not_probed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(precision, "probe_cpu_bf16", lambda model: calls.append(model) or ProbeResult(1.0, 0.1))
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert choose_cpu_precision(_model(2, 64)) == (False, None)  # 0.2M parameters: overhead, not matrices
+    assert choose_cpu_precision(_model(2, 64), recorded="bf16") == (True, None)
+    assert choose_cpu_precision(_model(2, 64), recorded="fp32") == (False, None)
+    assert calls == []
+
+
+def test_the_decision_follows_the_measured_speedup(monkeypatch):
+    big = _model(6, 640)
+    assert sum(p.numel() for p in big.parameters()) >= precision.MIN_PARAMETERS
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "probe_cpu_bf16", lambda model: ProbeResult(0.300, 0.200))
+    bf16, line = choose_cpu_precision(big)
+    assert bf16 is True
+    assert line == ("precision auto: a training step of this model ran 1.50x faster under bf16 autocast on this CPU "
+                    "(300 ms fp32, 200 ms bf16), so this run uses bf16 autocast over fp32 weights (--precision fp32 "
+                    "to keep fp32)")
+    monkeypatch.setattr(precision, "probe_cpu_bf16", lambda model: ProbeResult(0.300, 0.300 / (MIN_SPEEDUP - 0.01)))
+    assert choose_cpu_precision(big) == (False, "precision auto: bf16 autocast was not faster on this CPU (1.14x); "
+                                                "training in fp32")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert choose_cpu_precision(big) == (False, None)  # emulated bf16 is never faster: not even probed
+
+
+def test_a_real_probe_on_this_machine_decides_consistently():
+    """The real timing, on a 27M-parameter model: whatever this CPU does, the choice agrees with the numbers."""
+    big = _model(6, 640)
+    result = precision.probe_cpu_bf16(big, repeats=1)
+    assert result.bf16_wins == (result.fp32_s / result.bf16_s >= MIN_SPEEDUP)
+
+
+def test_auto_takes_bf16_autocast_on_the_cpu_when_the_probe_chose_it():
+    cfg = resolve_config({"precision": "auto"})
+    notes: list[str] = []
+    if torch.cuda.is_available():
+        return
+    assert resolve_precision(cfg, notes, cpu_bf16=True) == (False, True) and notes == []
+    assert resolve_precision(cfg, notes, cpu_bf16=False) == (False, False)
+    assert notes == ["precision auto: fp16 mixed precision needs a CUDA GPU; this run uses fp32 on the CPU"]
