@@ -174,3 +174,20 @@ def test_usage_errors(run):
     assert result.returncode == 2 and "must be at least 1" in result.stderr
     result = run.theta("theta-eval", "--help")
     assert result.returncode == 0 and "--model-path" in result.stdout and "--max-new-tokens" in result.stdout
+
+
+def test_field_and_role_maps_read_other_layouts_as_in_theta_train(run):
+    """--field-map / --role-map: a file whose turns lie under "exchanges" with a "bot" role evaluates as it trains."""
+    dialogues = [{"title": f"t{i}", "exchanges": [{"role": "user", "content": v["question"]},
+                                                  {"role": "bot", "content": v["answer"]}]} for i, v in enumerate(run.val)]
+    (run.root / "dialogues.json").write_text(json.dumps(dialogues))
+    result = run.theta("theta-eval", "--model-path", "m/theta_final", "--data", "dialogues.json",
+                       "--field-map", "conversations=exchanges", "--role-map", "bot=assistant",
+                       "--max-new-tokens", "4", "--output", "mapped")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in (run.root / "mapped" / "predictions.jsonl").read_text().splitlines()]
+    assert [(r["question"], r["reference"]) for r in rows] == [(v["question"], v["answer"]) for v in run.val]
+    bad = _one_line_error(run.theta("theta-eval", "--model-path", "m/theta_final", "--data", "dialogues.json",
+                                    "--role-map", "assistant=bot"))
+    assert bad == ("theta-eval: error: --role-map 'assistant=bot': 'bot' is not a theta role (the right side is one "
+                   "of system, user, assistant: FILE=THETA); write it the other way round: bot=assistant")

@@ -221,3 +221,11 @@ def test_the_lora_preset_is_the_measured_recipe_and_keeps_the_users_model():
     assert (cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (True, 16, 32, 0.0)
     assert (cfg.learning_rate, cfg.warmup_ratio, cfg.epochs, cfg.batch_size, cfg.grad_accum) == (2e-3, 0.05, 6.0, 4, 1)
     assert cfg.model_name == "my/model" and cfg.sources["learning_rate"] == "preset lora"
+
+
+def test_torch_compile_reaches_trainer(tmp_path):
+    from theta_ai.config.training_args import build_training_arguments
+
+    notes: list[str] = []
+    assert build_training_arguments(resolve_config({}), tmp_path, notes).torch_compile is False
+    assert build_training_arguments(resolve_config({"torch_compile": True}), tmp_path, notes).torch_compile is True

@@ -98,7 +98,7 @@ BAD = {
     "csv_empty_answer.csv": ("line 2", "answer", "is empty", FIX_ANSWER, False),
     # unsupported
     "unsupported_extension.txt": (None, None, "has an unsupported extension '.txt'",
-                                  f"use .json, .jsonl, .ndjson or .csv; {FIX_SUPPORTED}", True),
+                                  f"use .json, .jsonl, .ndjson, .csv, .parquet or .arrow; {FIX_SUPPORTED}", True),
 }
 
 # Bad files that also hold good records: what --skip-invalid keeps (questions, in order) and its per-file reason text.
@@ -365,7 +365,7 @@ def test_unsupported_extension_and_empty_folder(tmp_path):
     txt.write_text("question,answer\nq,a\n")
     assert error_of(txt).problem == "has an unsupported extension '.txt'"
     assert str(error_of(tmp_path)) == (f"{tmp_path}: holds no supported data files. "
-                                       f"Fix: put .json, .jsonl or .csv files there; supported formats are {SUPPORTED}.")
+                                       f"Fix: put .json, .jsonl, .csv, .parquet or .arrow files there; supported formats are {SUPPORTED}.")
 
 
 def test_empty_path_list():

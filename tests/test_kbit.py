@@ -1,5 +1,6 @@
 """QLoRA (--load-in-4bit / --load-in-8bit): the flags, their errors, the planner's k-bit prices and the merge into an
-unquantised base. The CUDA path itself (bitsandbytes kernels) needs a GPU and is checked in benchmarks/gpu_check.py."""
+unquantised base. The CUDA path itself (bitsandbytes' kernels) needs a GPU with the qlora extra installed: it is
+not exercised here."""
 
 from __future__ import annotations
 

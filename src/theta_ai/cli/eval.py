@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", nargs="+", action="extend", metavar="FILE",
                         help="examples to evaluate, in any format theta-train reads (repeatable); default: the "
                              "validation examples stored in the model folder (theta_validation.jsonl)")
+    parser.add_argument("--field-map", metavar="THETA=FILE,...",
+                        help="read --data's fields under other names, as theta-train's --field-map "
+                             "(question=prompt,answer=response, conversations=exchanges, ...)")
+    parser.add_argument("--role-map", metavar="FILE=THETA,...",
+                        help="read other role names in --data, as theta-train's --role-map (bot=assistant, ...)")
     parser.add_argument("--output", metavar="DIR",
                         help=f"where the results go (default: <model folder>/{EVAL_DIR}/; for x.gguf: x_{EVAL_DIR}/ "
                              "next to it)")
@@ -83,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         configure_console(args.verbose)
         settings = EvalSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                 num_examples=args.num_examples, seed=args.seed, max_examples=args.max_examples)
-        result = evaluate_model(args.model_path, args.data, settings, progress=True)
+        from theta_ai.data.mapping import parse_maps
+
+        result = evaluate_model(args.model_path, args.data, settings, progress=True,
+                                maps=parse_maps(args.field_map, args.role_map))
         model_path = Path(args.model_path)  # a .gguf file has no folder of its own: <name>_eval/ next to it
         output = Path(args.output) if args.output else (model_path.with_name(f"{model_path.stem}_{EVAL_DIR}")
                                                         if model_path.is_file() else model_path / EVAL_DIR)

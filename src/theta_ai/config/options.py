@@ -175,6 +175,9 @@ class ThetaConfig:
     chunked_loss: str = option("auto", "LM head and loss a slice of positions at a time, so a batch's logits never "
                                "exist at once (one more head matmul per step); auto = for vocabularies of 100k tokens "
                                "and more (Llama 3, Qwen, Gemma)", TRAINING, choices=("auto", "on", "off"))
+    torch_compile: bool = option(False, "compile the model with torch.compile (Trainer's torch_compile): a slower "
+                                 "start, faster steps where the backend compiles well (benchmarks/train_throughput.py "
+                                 "measures it)", TRAINING)
     auto_batch_size: bool = option(False, "on CUDA out of memory, halve --batch-size, double --grad-accum (same "
                                    "effective batch) and start again", TRAINING)
     logging_steps: int = option(10, "log training loss and learning rate every N optimizer steps", TRAINING)

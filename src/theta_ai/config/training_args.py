@@ -76,6 +76,7 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         fp16=fp16,
         bf16=bf16,
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
+        torch_compile=cfg.torch_compile,
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="steps",

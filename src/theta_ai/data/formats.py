@@ -328,7 +328,7 @@ def _records(path: Path, maps: DataMaps) -> Iterator[tuple[str, Any]]:
     kind = TEXT_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(str(path), None, None, f"has an unsupported extension {path.suffix!r}",
-                        f"use .json, .jsonl, .ndjson or .csv; supported formats are {SUPPORTED_HELP}")
+                        f"use .json, .jsonl, .ndjson, .csv, .parquet or .arrow; supported formats are {SUPPORTED_HELP}")
     return {"json": _json_records, "jsonl": _jsonl_records, "csv": _csv_records}[kind](path, maps)
 
 
@@ -385,7 +385,7 @@ def load_examples(paths: str | os.PathLike | list, skip_invalid: bool = False,
         targets = [path] if path.is_file() or _is_saved_dataset(path) or (path / "dataset_dict.json").is_file() else list(_files_under(path))
         if not targets:
             raise DataError(str(path), None, None, "holds no supported data files",
-                            f"put .json, .jsonl or .csv files there; supported formats are {SUPPORTED_HELP}")
+                            f"put .json, .jsonl, .csv, .parquet or .arrow files there; supported formats are {SUPPORTED_HELP}")
         total.per_path.append(len(total.examples))
         for target in targets:
             part = read_file(target, skip_invalid, maps)

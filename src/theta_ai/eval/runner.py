@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from theta_ai.model import folders as ckpt
 from theta_ai.data import DataError, Example, ExampleFormatter, load_examples
+from theta_ai.data.mapping import NO_MAPS, DataMaps
 from theta_ai.eval.analysis import (CATEGORY_HELP, PRECEDENCE, categorize, category_table, domain_categories,
                              example_responses, length_stats, worst_examples)
 from theta_ai.eval.generation import (answer_losses, context_length, fit_prompts, generate_answers, select_subset)
@@ -276,8 +277,13 @@ def evaluate_examples(model, tokenizer, formatter: ExampleFormatter, examples: S
 
 
 def evaluate_model(model_path: str | Path, data: Sequence[str | Path] | None = None,
-                   settings: EvalSettings | None = None, *, progress: bool = False) -> EvalResult:
-    """Evaluate a model folder on ``data`` (default: the validation examples stored in the folder)."""
+                   settings: EvalSettings | None = None, *, progress: bool = False,
+                   maps: DataMaps | None = None) -> EvalResult:
+    """Evaluate a model folder on ``data`` (default: the validation examples stored in the folder).
+
+    ``maps``: field and role names of ``data`` (theta-train's ``--field-map`` / ``--role-map``, see
+    :func:`theta_ai.data.mapping.parse_maps`).
+    """
     from theta_ai import __version__
 
     settings = settings or EvalSettings()
@@ -286,7 +292,7 @@ def evaluate_model(model_path: str | Path, data: Sequence[str | Path] | None = N
     folder = check_model_folder(model_path)
     # sample:NAME (the bundled data) as theta-train reads it
     data_paths = resolve_sample_paths([str(p) for p in data], "--data") if data else [str(default_data(folder))]
-    examples = load_examples(data_paths).examples
+    examples = load_examples(data_paths, maps=maps or NO_MAPS).examples
     chosen = select_subset(len(examples), settings.max_examples, settings.seed)
     examples = [examples[i] for i in chosen]
 

@@ -19,11 +19,7 @@ from typing import Any
 
 import torch
 from accelerate.utils.memory import clear_device_cache
-from torch.utils.tensorboard import SummaryWriter
-from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback
-from transformers.integrations import TensorBoardCallback
 
-from theta_ai import __version__
 from theta_ai.augment import AugmentConfig, Augmenter
 from theta_ai.config import ConfigError, ThetaConfig
 from theta_ai.config.training_args import build_training_arguments
@@ -41,26 +37,11 @@ from theta_ai.training.dry_run import describe_example, dry_run_report  # noqa: 
 from theta_ai.training.loss import chunked_loss_choice
 from theta_ai.data.formats import Example
 from theta_ai.errors import TrainingOOMError  # noqa: F401 (defined in errors.py)
-from theta_ai.eval.callback import GenerationEvalCallback
-from theta_ai.metrics.trainer_metrics import (
-    compute_metrics,
-    preprocess_logits_for_metrics,
-)
 from theta_ai.model.load import LoadedModel, set_dropout
-from theta_ai.model.quantize import kbit_bits
-from theta_ai.monitoring import monitoring_callbacks
-from theta_ai.monitoring.trackers import TrackerWriter, run_trackers
-from theta_ai.monitoring.plot import PLOT_FILE, LossPlotCallback, run_title
 from theta_ai.planner import plan_report
 from theta_ai.training import checkpoints as ckpt
-from theta_ai.training.callbacks import (
-    BestModelCallback,
-    EpochAwareDatasetCallback,
-    EpochSummaryCallback,
-    GracefulStopCallback,
-    SpikeGuardCallback,
-    TrainingProgressCallback,
-)
+from theta_ai.training.build import build_trainer  # noqa: F401 (re-exported: its old home)
+from theta_ai.training.callbacks import GracefulStopCallback
 from theta_ai.training.disk import (
     CheckpointSizes,
     DiskSpaceError,
@@ -72,7 +53,7 @@ from theta_ai.training.setup import (
     checkpoint_folder,
     cpu_bf16_choice,
     describe_device,
-    examples_to_jsonl,
+    examples_to_jsonl,  # noqa: F401 (re-exported)
     is_main_process,
     kbit_request,
     load_run_data,
@@ -81,7 +62,6 @@ from theta_ai.training.setup import (
     run_log_dir,
     world_size,
 )
-from theta_ai.training.trainer import ThetaTrainer
 
 logger = logging.getLogger("theta_ai")
 
@@ -238,71 +218,6 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
                      f"the learning rate never reaches {cfg.learning_rate:g}; lower --warmup-steps or use "
                      "--warmup-ratio 0.1")
     return run
-
-
-def _run_info(run: PreparedRun) -> dict:
-    cfg = run.cfg
-    return {"theta_ai_version": _version(), "preset": cfg.preset, "model_name": cfg.model_name,
-            "template": run.formatter.template, "max_seq_length": cfg.max_seq_length,
-            "precision": "fp16" if run.training_args.fp16 else "bf16" if run.training_args.bf16 else "fp32",
-            "train_on_prompt": cfg.train_on_prompt, "data": cfg.data, "val_data": cfg.val_data,
-            "val_split": None if cfg.val_data else cfg.val_split, "seed": cfg.seed, "log_dir": str(run.log_dir),
-            "loss_plot": str((run.log_dir / PLOT_FILE).resolve()),  # theta-eval's report links it
-            "validation_file": ckpt.VALIDATION_FILE, "world_size": run.world_size,
-            "quantization": kbit_bits(cfg)}  # the base's k-bit loading (QLoRA): merges go into the unquantised base
-
-
-def _version() -> str:
-
-    return __version__
-
-
-def build_trainer(run: PreparedRun, callbacks: list | None = None):
-    """The ThetaTrainer for a prepared run, with theta_ai's callbacks (plus ``callbacks``)."""
-    cfg = run.cfg
-    writer = None  # theta_ai's scalars: TensorBoard and the other --report-to trackers, on the main process only
-    tensorboard, trackers = run_trackers(cfg.report_to)
-    if is_main_process() and (tensorboard or trackers):
-        writer = TrackerWriter(SummaryWriter(log_dir=str(run.log_dir)) if tensorboard else None, trackers)
-    run.training_args.run_name = run.log_dir.name  # the run's name in W&B / MLflow: its log folder's
-    theta_callbacks: list = []
-    generation = None
-    if cfg.generation_eval:  # first: it adds eval_rougeL & co. before anything reads the metrics
-        generation = GenerationEvalCallback(run.val_examples, run.formatter, num_examples=cfg.generation_eval,
-                                            seed=cfg.seed, batch_size=cfg.batch_size, tb_writer=writer)
-        theta_callbacks.append(generation)
-    theta_callbacks += [BestModelCallback(run.checkpoint_dir, run.training_args.metric_for_best_model,
-                                          with_optimizer=cfg.spike_guard),
-                        EpochSummaryCallback(), GracefulStopCallback()]
-    if writer is not None:
-        # before TensorBoardCallback: it closes the writer in on_train_end, and hparams are written in ours
-        theta_callbacks += monitoring_callbacks(writer, cfg.as_dict(), cfg.grad_log_steps, cfg.histogram_steps,
-                                                generation_callback=generation)
-        if writer.tensorboard is not None:
-            theta_callbacks.append(TensorBoardCallback(tb_writer=writer.tensorboard))
-    if is_main_process():
-        theta_callbacks.append(LossPlotCallback(run.log_dir, run_title(run.log_dir.name, cfg.preset, cfg.model_name)))
-    if run.trainer_train_dataset is not run.train_dataset:
-        theta_callbacks.append(EpochAwareDatasetCallback(run.trainer_train_dataset))
-    if cfg.early_stopping_patience:
-        theta_callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    if cfg.spike_guard:
-        theta_callbacks.append(SpikeGuardCallback(run.checkpoint_dir, cfg.spike_factor, cfg.spike_lr_factor,
-                                                  cfg.spike_max_rollbacks, writer))
-    trainer = ThetaTrainer(model=run.loaded.model, args=run.training_args, data_collator=run.collator,
-                           compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-                           train_dataset=run.trainer_train_dataset, eval_dataset=run.val_dataset,
-                           processing_class=run.loaded.tokenizer, callbacks=theta_callbacks + list(callbacks or []),
-                           run_info=_run_info(run),
-                           validation_jsonl=examples_to_jsonl(run.val_examples),
-                           keep_checkpoints=run.cfg.save_total_limit, chunked_loss=run.chunked_loss)
-    # theta_ai's one progress bar (loss, learning rate, tokens/s; raw log dictionaries to train.log) in place of
-    # whichever one Trainer added: ProgressCallback, PrinterCallback (disable_tqdm) or NotebookProgressCallback.
-    for default in list(trainer.callback_handler.callbacks):
-        if type(default) in (ProgressCallback, PrinterCallback) or type(default).__name__ == "NotebookProgressCallback":
-            trainer.remove_callback(default)
-    trainer.add_callback(TrainingProgressCallback(show_bar=not run.training_args.disable_tqdm))
-    return trainer
 
 
 def _is_oom(exc: BaseException) -> bool:
