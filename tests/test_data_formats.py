@@ -22,7 +22,9 @@ from theta_ai.data.validate import OverlapReport, normalize_question
 
 SUPPORTED = ('a JSON list of {question, answer, domain?} records, {"qa_pairs": [...]}, JSON Lines of such records, '
              'conversations {"messages"|"conversation": [{role, content}, ...]} or bare lists of role/content objects, '
-             'CSV with question,answer[,domain] columns, or a datasets.save_to_disk folder')
+             'Alpaca {instruction, input?, output} and ShareGPT {conversations: [{from, value}, ...]} records, other '
+             'names through --field-map/--role-map, CSV with question,answer[,domain] columns, Parquet or Arrow '
+             'files, or a datasets.save_to_disk folder')
 FIX_SUPPORTED = f"supported formats are {SUPPORTED}"
 FIX_JSON = "fix the JSON syntax there (a missing comma, quote or bracket?)"
 FIX_UTF8 = "re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8"

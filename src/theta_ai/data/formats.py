@@ -33,7 +33,9 @@ TABLE_SUFFIXES = {".parquet": "Parquet", ".arrow": "Arrow"}  # read with dataset
 SUPPORTED_HELP = (
     "a JSON list of {question, answer, domain?} records, {\"qa_pairs\": [...]}, JSON Lines of such records, "
     "conversations {\"messages\"|\"conversation\": [{role, content}, ...]} or bare lists of role/content objects, "
-    "CSV with question,answer[,domain] columns, or a datasets.save_to_disk folder"
+    "Alpaca {instruction, input?, output} and ShareGPT {conversations: [{from, value}, ...]} records, other names "
+    "through --field-map/--role-map, CSV with question,answer[,domain] columns, Parquet or Arrow files, or a "
+    "datasets.save_to_disk folder"
 )
 
 
