@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Under pytest-xdist every worker would start torch's default of one intra-op thread per core: two workers on the
+# 2-core CI machine then run four threads on two cores, and OpenMP threads that wait on each other make small-model
+# steps several times slower. One thread per worker (inherited by the CLI subprocesses the tests start); set before
+# anything imports torch. An explicit OMP_NUM_THREADS wins.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 DATA_DIR = Path(__file__).parent / "data"
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
+from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from theta_ai.config import resolve_config
@@ -67,9 +70,9 @@ def test_the_decision_follows_the_measured_speedup(monkeypatch):
 
 
 def test_a_real_probe_on_this_machine_decides_consistently():
-    """The real timing, on a 27M-parameter model: whatever this CPU does, the choice agrees with the numbers."""
-    big = _model(6, 640)
-    result = precision.probe_cpu_bf16(big, repeats=1)
+    """The real timing (a 2-layer 256-wide model, a small batch): whatever this CPU does, the choice agrees with
+    the numbers."""
+    result = precision.probe_cpu_bf16(_model(2, 256), batch=2, tokens=64, repeats=1)
     assert result.bf16_wins == (result.fp32_s / result.bf16_s >= MIN_SPEEDUP)
 
 
@@ -81,3 +84,24 @@ def test_auto_takes_bf16_autocast_on_the_cpu_when_the_probe_chose_it():
     assert resolve_precision(cfg, notes, cpu_bf16=True) == (False, True) and notes == []
     assert resolve_precision(cfg, notes, cpu_bf16=False) == (False, False)
     assert notes == ["precision auto: fp16 mixed precision needs a CUDA GPU; this run uses fp32 on the CPU"]
+
+
+def test_bf16_autocast_trains_on_a_cpu(tmp_path, monkeypatch):
+    """What auto picks after a winning probe (and --precision bf16) must run: Trainer refuses bf16 on a CPU unless
+    told it is a CPU run (use_cpu), which theta-train once set only for multi-process runs."""
+    if torch.cuda.is_available():
+        return
+    from theta_ai.training import setup
+    from theta_ai.training.run import prepare_run, train
+    from theta_fixtures import tiny_train_config
+
+    monkeypatch.setattr(setup, "choose_cpu_precision", lambda model, recorded=None: (True, "probe said bf16"))
+    run = prepare_run(resolve_config(tiny_train_config(tmp_path, n=16, epochs=1.0, precision="auto")))
+    assert run.training_args.bf16 and not run.training_args.fp16 and run.training_args.use_cpu
+    assert "probe said bf16" in run.notes
+    result = train(run.cfg, prepared=run)
+    state = json.loads((result.final_dir / "theta_run.json").read_text())
+    assert state["precision"] == "bf16"
+    assert result.metrics["train_loss"] > 0
+    weights = load_file(result.final_dir / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float32}  # autocast over fp32 master weights

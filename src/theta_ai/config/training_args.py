@@ -99,7 +99,8 @@ def build_training_arguments(cfg: ThetaConfig, checkpoint_dir: Path, notes: list
         dataloader_pin_memory=_cuda(),  # pinning only helps (and only works) with a GPU
         # Without CUDA, accelerate sets up multi-process (gloo) training only when told it is a CPU run;
         # otherwise each torchrun/accelerate worker trains alone on all the data and saves as if rank 0.
-        use_cpu=world_size() > 1 and not _cuda(),
+        # Trainer also refuses bf16 without a GPU unless told it is a CPU run (CPU bf16 autocast).
+        use_cpu=(world_size() > 1 or bf16) and not _cuda(),
     )
     kwargs.update(scheduler_arguments(cfg, notes))
     kwargs.update(cfg.training_args)
