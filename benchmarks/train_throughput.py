@@ -1,77 +1,98 @@
-"""Training throughput, side by side: the origin's pad-to-512 recipe, run_clm-style dynamic padding,
-Trainer's length grouping, and theta-train's own pipeline (padded and packed).
+"""Training throughput, side by side in one run: plain ``transformers.Trainer`` against theta-train's default
+path and each theta-train speed option on top of it, on a GPT-2 and a Qwen3-family model, on two data sets.
 
-    python benchmarks/train_throughput.py                       # 4-layer 256-wide GPT-2, 1,008 examples, 1 repeat
-    python benchmarks/train_throughput.py --quick               # 128 examples: a smoke test in ~1-2 minutes on 2 cores
-    python benchmarks/train_throughput.py --repeats 3           # A B C D E A B C D E ..., median per recipe
-    python benchmarks/train_throughput.py --model-size 124m     # the GPT-2 small config (GPT2Config())
-    python benchmarks/train_throughput.py --recipes grouped theta
+    python benchmarks/train_throughput.py                    # the full matrix: ~20-25 min on 2 quiet CPU cores
+    python benchmarks/train_throughput.py --quick            # smoke test: 1 repeat, 16 examples, a few minutes
+    python benchmarks/train_throughput.py --models qwen3 --datasets long --recipes plain,theta,theta-unchunked
+    python benchmarks/train_throughput.py --examples 512 --repeats 5   # longer epochs, more repeats
 
-Every recipe trains the *same* freshly initialised model (created once with a fixed seed and saved with
-``save_pretrained``, together with the GPT-2 tokenizer, pad = eos) on the *same* examples, with the same
-effective batch (4 per step x 4 accumulation = 16 examples per optimizer step), learning rate 5e-5,
-warmup 500, weight decay 0.01, seed 42, one epoch, fp32 on the CPU (fp16 on CUDA, as theta-train's
-``--precision auto``). Each run happens in a fresh subprocess (``--worker RECIPE``), and the runs are
-interleaved (A B C ... A B C ...) so that machine drift hits every recipe alike.
+Models (each created once per invocation with a fixed seed, saved with ``save_pretrained`` beside its tokenizer,
+and loaded from that folder by every recipe, so all start from identical weights):
 
-Recipes
--------
-``pad512``        plain ``transformers.Trainer``; ``"Question: {q}\\nAnswer: {a}<eos>"`` tokenized with
-                  ``padding="max_length", max_length=512, truncation=True``; labels = input_ids with the pad
-                  positions (found by the attention mask, since GPT-2's pad *is* its EOS) set to -100. The
-                  loss is on every real token, prompt included: the origin's recipe.
-``dynamic``       plain Trainer, the same text without padding, ``DataCollatorForLanguageModeling(mlm=False)``
-                  padding each batch to its longest row (run_clm style). That collator masks every token
-                  whose id is the pad id, so with pad == eos it also masks each example's EOS: the model
-                  never learns to stop. Kept as is, because it is what run_clm users get.
-``grouped``       ``dynamic`` plus ``train_sampling_strategy="group_by_length"``.
-``theta``         theta_ai's own path: ``resolve_config`` (defaults, model pointed at the saved folder,
-                  ``epochs=1``) -> ``prepare_run`` -> ``theta_ai.training.run.train``, i.e. answer-only loss,
-                  theta's collator and length grouping, and theta's per-epoch evaluation and checkpoint.
-``theta-packed``  the same with ``packing=True``.
+* ``gpt2``: GPT-2, 4 layers, 256 wide, 4 heads, with the GPT-2 tokenizer (``../shared/tokenizers/gpt2``, 50,257
+  tokens, pad = eos; no chat template, so theta's template auto is ``qa``), 16.3M parameters.
+* ``qwen3``: ``Qwen3Config`` with 4 layers, 256 wide, 4 heads / 2 KV heads (head dim 64), MLP 768, tied
+  embeddings, vocab = len(Qwen3 tokenizer) = 151,669, with the real Qwen3 tokenizer and chat template
+  (``../shared/tokenizers/qwen3``; theta's template auto is ``chat``), 42.0M parameters, most of them the head.
 
-What is measured
-----------------
-* **epoch s**: wall time from Trainer's ``on_train_begin`` to ``on_epoch_end`` (a callback), i.e. the
-  training steps only. theta's per-epoch evaluation, its epoch checkpoint (Trainer's save + rename +
-  theta_best) and the final ``theta_final`` save are timed separately (``eval s``, ``ckpt s``,
-  ``final save s``), as is ``prepare_run`` (data checks, model load, tokenization).
-* tokens: every collated training batch is counted by a thin wrapper around the recipe's collator
-  (which also times it): positions computed, real positions (attention mask; a packed row has no
-  padding), label positions. **tok/s** = real tokens / epoch s; **ans tok/s** = answer tokens (the
-  tokens of ``" {answer}"`` plus EOS, the same count for every recipe) / epoch s; **pad %** = padding
-  share of the positions computed.
-* **peak MB**: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the worker (whole process: model,
-  data, optimizer, activations); on CUDA ``torch.cuda.max_memory_allocated``.
-* **train loss**: Trainer's mean training loss over the epoch, and the last logged value. What it
-  averages over differs: every real token (pad512), every real token except EOS (dynamic, grouped),
-  answer tokens only (theta). **val ans loss** is comparable across recipes: after training, the
-  mean loss over the answer tokens (answer + EOS) of the bundled validation file (60 examples),
-  computed the same way for every recipe, outside the timed epoch.
-* **MFU** = 6 x parameters x real tokens/s / peak, where peak is this machine's fp32 matmul rate
-  measured in the same invocation (best of 10 ``torch.mm`` on 2048 x 2048 fp32, torch's default
-  thread count; bf16-free). Parameters are counted once (the LM head is tied to the embedding), the
-  attention score FLOPs are ignored, and padding positions count as wasted work, not as tokens.
+Data sets (``--examples N`` takes the first N after a seeded shuffle; defaults below):
 
-Data: the 336 records of the shipped sample data ``theta_sample_train.json`` (see
-``theta_ai.config.samples``) three times over (1,008 examples, the real length distribution), except
-that in the third copy every 4th record's answer is followed by the next record's answer
-("\\n\\n"-joined): 84 longer examples, a tail up to ~350 tokens like real data has.
-Then a seeded shuffle; ``--examples N`` (and ``--quick``: 128) takes the first N.
+* ``bundled``: the 336 records of the shipped ``theta_sample_train.json`` three times over, the third copy with
+  every 4th answer followed by the next record's (the real length distribution plus a tail to ~350 tokens).
+* ``long``: short questions, long answers: each sample question with 3 sample answers joined by a blank line
+  (answers are ~90% of the tokens; the run prints the measured share for each model).
+Validation (only for the loss after training): the 60 records of ``theta_sample_val.json``, for ``long`` with 3
+answers joined the same way.
 
-Results go to ``benchmarks/results/train_throughput.json`` (git-ignored) and a markdown table on stdout.
+Recipes (same examples, effective batch 4 x 4 accumulation = 16, lr 5e-5, warmup 500, weight decay 0.01, seed
+42, max length 512, one epoch: theta-train's defaults):
+
+* ``plain``: plain ``transformers.Trainer`` with the best plain recipe: each example rendered as the text theta's
+  template auto writes (GPT-2: ``"Question: {q}\\nAnswer: {a}<|endoftext|>"``; Qwen3:
+  ``tokenizer.apply_chat_template([user q, assistant a], tokenize=False)``, i.e. ``<|im_start|>user\\n{q}<|im_end|>
+  \\n<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n{a}<|im_end|>\\n``), tokenized (cut at 512),
+  ``DataCollatorForLanguageModeling(mlm=False)`` padding each batch to its longest row, and
+  ``train_sampling_strategy="group_by_length"``; fp32 on the CPU (Trainer's default; fp16 on CUDA). Labels =
+  input_ids with the pad id masked: the loss is on every token, prompt and template included; with GPT-2 (pad =
+  eos) the EOS is masked too, with Qwen3 (pad ``<|endoftext|>``) nothing is.
+* ``theta``: theta-train's default path: ``resolve_config`` (defaults, the model folder, ``epochs=1``) ->
+  ``prepare_run`` -> ``theta_ai.training.run.train``: answer-only loss (theta trains the answer and the token
+  closing its turn; Qwen3's trailing ``\\n`` is not in its rows), length grouping, padding collator, LM head
+  trimmed to the columns that carry answer labels, ``--chunked-loss auto`` (on for Qwen3's vocabulary, off for
+  GPT-2's) and ``--precision auto`` (its CPU bf16 probe runs for models of 20M+ parameters on CPUs with
+  avx512_bf16/amx, so it may pick bf16 for qwen3; the table says what it chose), plus theta's per-epoch
+  evaluation (loss + 8 generated answers) and checkpoints, which happen after the timed epoch.
+* ``theta-packed`` (``packing=True``), ``theta-chunked`` (``chunked_loss="on"``), ``theta-unchunked``
+  (``chunked_loss="off"``), ``theta-bf16`` (``precision="bf16"``: CPU bf16 autocast over fp32 weights),
+  ``theta-compile`` (``torch_compile=True``): one option each on top of ``theta``. By default each model runs
+  only the one of theta-chunked / theta-unchunked that differs from its default (gpt2: chunked, qwen3:
+  unchunked); ``--recipes`` runs whatever it names.
+
+How: for each (model, data set), ``--repeats`` rounds alternate the recipes (A B C ... A B C ...), each run in a
+fresh subprocess (``--worker RECIPE``), so machine drift hits every recipe alike; medians are reported. The
+inductor cache of ``theta-compile`` lives in the invocation's folder: its first repeat compiles cold, the
+others find the cache warm.
+
+What is measured, per recipe (median over repeats):
+
+* **epoch s**: wall time from Trainer's ``on_train_begin`` to ``on_epoch_end`` (a callback): the training steps
+  only. **x plain** = plain's epoch s / this recipe's (> 1 = faster). **step 1 s** = up to the end of the first
+  optimizer step (compilation happens there; length grouping also puts the longest batch first), **steps 2+ s**
+  = the rest of the epoch, with its own ratio to plain: compile time is the step-1 difference to ``theta``, and
+  the table's notes give it for the cold and the warm cache.
+* **tok/s**: real (non-padding) training tokens per second of the epoch; **pad %**: padding share of the
+  positions computed (counted by a wrapper around each recipe's collator).
+* **MFU %** = 6 x parameters x real tokens/s over the ``torch.mm`` peak (2048 x 2048, best of 10, torch's thread
+  count) measured in this invocation for the precision the run used (fp32, or bf16 for bf16 runs; the largest of
+  the measurements before and after the runs); **MFU % fp32 peak** gives bf16 runs against the fp32 peak too.
+  Parameters are counted once (tied heads), attention-score FLOPs are ignored, padding is not counted as work,
+  and the LM-head trimming and the chunked loss's recomputation are not credited: it is model FLOPs utilisation.
+* **peak MB**: the worker's peak RSS at the end of the epoch (``ru_maxrss``: model, data, optimizer, activations;
+  on CUDA ``torch.cuda.max_memory_allocated``).
+* **val loss**: after training, the mean loss per answer token (answer + the token closing its turn) over the
+  validation set, rows formatted by theta's template auto, fp32, eval mode: computed the same way for every
+  recipe, outside the timed epoch. **d val %** = its difference to plain's. (With warmup 500 the learning rate of
+  a short epoch stays near 0, so this only catches a recipe that breaks the model; ``--warmup-steps 0`` makes it
+  a sharper check.)
+
+Default sizes: bundled 96 examples (6 optimizer steps), long 48 (3 steps), 3 repeats: 2 models x 2 data sets x
+6 recipes x 3 = 72 runs, each 10-40 s (start-up, prepare, epoch, theta's evaluation and saves, the validation
+pass), estimated 20-25 minutes on 2 quiet cores. ``--quick``: 16 examples (1 optimizer step) and 1 repeat.
+
+Results go to ``benchmarks/results/train_throughput.json`` (git-ignored) and markdown tables on stdout, one per
+(model, data set), each headed with the machine, the 1-minute load average at its start and end, the date and
+the exact command.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import os
 import platform
-import random
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -79,406 +100,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from theta_ai.config.samples import sample_path
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # throughput_recipes, also under python -m / another cwd
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN_FILE = sample_path("theta_sample_train.json")
-VAL_FILE = sample_path("theta_sample_val.json")
-TOKENIZER_DIR = ROOT.parent / "shared" / "tokenizers" / "gpt2"  # ../shared beside the repository
-RESULTS = ROOT / "benchmarks" / "results" / "train_throughput.json"
-RECIPES = ("pad512", "dynamic", "grouped", "theta", "theta-packed")
-SEED = 42
-# The origin's recipe (theta-train's defaults), shared by every recipe.
-HPARAMS = dict(batch_size=4, grad_accum=4, learning_rate=5e-5, warmup_steps=500, weight_decay=0.01,
-               logging_steps=10, max_len=512)
+import throughput_recipes as tr  # noqa: E402
 
+RESULTS = tr.ROOT / "benchmarks" / "results" / "train_throughput.json"
+DEFAULT_EXAMPLES = {"bundled": 96, "long": 48}
+QUICK_EXAMPLES = {"bundled": 16, "long": 16}
 
-# ---------------------------------------------------------------------------- setup (parent process)
 
-
-def extended_records(n: int | None, seed: int = SEED) -> list[dict]:
-    """The sample set x3 (third copy: every 4th answer joined with the next), shuffled, first ``n``."""
-    base = json.loads(TRAIN_FILE.read_text(encoding="utf-8"))
-    records = [dict(r) for r in base] + [dict(r) for r in base]
-    for i, r in enumerate(base):
-        r = dict(r)
-        if i % 4 == 0:
-            r["answer"] = r["answer"] + "\n\n" + base[(i + 1) % len(base)]["answer"]
-        records.append(r)
-    random.Random(seed).shuffle(records)
-    return records[:n] if n else records
-
-
-def build_model_folder(folder: Path, size: str, seed: int = SEED) -> dict:
-    """A seeded, freshly initialised GPT-2 plus the GPT-2 tokenizer (pad = eos), saved to ``folder``."""
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    tokenizer = AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
-    tokenizer.pad_token = tokenizer.eos_token
-    eos = tokenizer.eos_token_id
-    if size == "small":
-        config = GPT2Config(n_layer=4, n_embd=256, n_head=4, vocab_size=50257, n_positions=1024)
-    else:  # 124m: GPT-2 small
-        config = GPT2Config()
-    config.bos_token_id = config.eos_token_id = config.pad_token_id = eos
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(config)
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return {"size": size, "parameters": sum(p.numel() for p in model.parameters()),
-            "n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
-            "vocab_size": config.vocab_size, "n_positions": config.n_positions}
-
-
-def matmul_peak_flops(n: int = 2048, repeats: int = 10) -> float:
-    """Best-of-``repeats`` fp32 ``torch.mm`` rate (FLOP/s) with torch's default thread count."""
-    import torch
-
-    if torch.cuda.is_available():
-        a, b = torch.randn(n, n, device="cuda"), torch.randn(n, n, device="cuda")
-        sync = torch.cuda.synchronize
-    else:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        sync = lambda: None  # noqa: E731
-    torch.mm(a, b)
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
-
-
-def answer_token_count(records: list[dict], tokenizer_dir: Path) -> tuple[int, int]:
-    """(answer tokens, all tokens) of the QA text, untruncated: `` {answer}`` + EOS, and the whole example."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    answers = total = 0
-    for r in records:
-        prompt = len(tok(f"Question: {r['question']}\nAnswer:")["input_ids"])
-        full = len(tok(f"Question: {r['question']}\nAnswer: {r['answer']}")["input_ids"]) + 1
-        total += min(full, HPARAMS["max_len"])
-        answers += max(0, min(full, HPARAMS["max_len"]) - prompt)
-    return answers, total
-
-
-def machine_description() -> dict:
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "platform": platform.platform()}
-    try:
-        import transformers
-
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-# ---------------------------------------------------------------------------- instrumentation (worker)
-
-
-class CountingCollator:
-    """Wraps a collator: times it and counts the positions of the training batches it builds."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.active = True  # switched off at the end of the epoch (evaluation batches are not counted)
-        self.calls = self.positions = self.real = self.label_positions = 0
-        self.seconds = 0.0
-
-    def __call__(self, features):
-        start = time.perf_counter()
-        batch = self.inner(features)
-        elapsed = time.perf_counter() - start
-        if self.active:
-            ids = batch["input_ids"]
-            mask = batch.get("attention_mask")
-            self.calls += 1
-            self.seconds += elapsed
-            self.positions += ids.numel()
-            self.real += int(mask.sum()) if mask is not None else ids.numel()
-            self.label_positions += int((batch["labels"] != -100).sum())
-        return batch
-
-    def __getattr__(self, name):  # anything Trainer asks of the collator goes to the real one
-        return getattr(self.__dict__["inner"], name)
-
-    def stats(self) -> dict:
-        return {"collator_calls": self.calls, "collator_s": self.seconds, "positions": self.positions,
-                "real_tokens": self.real, "label_positions": self.label_positions}
-
-
-def count_lm_head_rows(model, counter: CountingCollator) -> dict:
-    """Count the rows the output projection (LM head) computes during the training epoch, whatever the
-    pipeline slices (``logits_to_keep``, label-only heads, ...): a forward hook on ``get_output_embeddings()``.
-    Also splits the parameters into the LM head, embedding lookups (free) and the body, for the work estimate."""
-    import torch
-
-    found = {"rows": 0}
-    head = model.get_output_embeddings()
-    if head is not None:
-        def hook(module, inputs, output):
-            if counter.active:
-                found["rows"] += inputs[0].shape[:-1].numel()
-
-        head.register_forward_hook(hook)
-    total = sum(p.numel() for p in model.parameters())
-    embeddings = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    head_params = head.weight.numel() if head is not None else 0
-    tied = head is not None and head.weight is model.get_input_embeddings().weight
-    # body: every weight a token passes through except the embedding lookups and the LM head
-    found.update(params=total, head_params=head_params, body_params=total - embeddings - (0 if tied else head_params),
-                 tied=tied, hooked=head is not None)
-    return found
-
-
-def timing_callback(counter: CountingCollator | None):
-    from transformers import TrainerCallback
-
-    class Timing(TrainerCallback):
-        def __init__(self):
-            self.t: dict[str, float] = {}
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.t["train_begin"] = time.perf_counter()
-            self.t["cpu_begin"] = time.process_time()
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            self.t.setdefault("epoch_end", time.perf_counter())
-            self.t.setdefault("cpu_epoch_end", time.process_time())
-            if counter is not None:
-                counter.active = False
-
-        def on_evaluate(self, args, state, control, **kwargs):
-            self.t.setdefault("evaluated", time.perf_counter())
-
-        def on_save(self, args, state, control, **kwargs):
-            self.t.setdefault("saved", time.perf_counter())
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.t["train_end"] = time.perf_counter()
-            self.state = state
-
-        def phases(self) -> dict:
-            t = self.t
-            out = {"epoch_s": t["epoch_end"] - t["train_begin"], "epoch_cpu_s": t["cpu_epoch_end"] - t["cpu_begin"]}
-            after = t["epoch_end"]
-            if "evaluated" in t:
-                out["eval_s"] = t["evaluated"] - after
-                after = t["evaluated"]
-            if "saved" in t:
-                out["ckpt_s"] = t["saved"] - after
-            return out
-
-    return Timing()
-
-
-def peak_memory_mb() -> float:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2 ** 20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2 ** 20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
-
-
-def val_answer_loss(model, tokenizer, batch_size: int = 16) -> float:
-    """Mean loss over the answer tokens (answer + EOS) of the bundled validation file; same for every recipe."""
-    import torch
-
-    records = json.loads(VAL_FILE.read_text(encoding="utf-8"))
-    rows = []
-    for r in records:
-        prompt = tokenizer(f"Question: {r['question']}\nAnswer:")["input_ids"]
-        answer = tokenizer(f" {r['answer']}")["input_ids"] + [tokenizer.eos_token_id]
-        ids = (prompt + answer)[: HPARAMS["max_len"]]
-        labels = ([-100] * len(prompt) + answer)[: HPARAMS["max_len"]]
-        rows.append((ids, labels))
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, (x, y) in enumerate(chunk):
-                ids[i, :len(x)], labels[i, :len(y)], mask[i, :len(x)] = torch.tensor(x), torch.tensor(y), 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            shift_logits, shift_labels = logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1).to(device)
-            total += float(torch.nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=-100,
-                                                             reduction="sum"))
-            count += int((shift_labels != -100).sum())
-    model.train(was_training)
-    return total / max(count, 1)
-
-
-# ---------------------------------------------------------------------------- recipes (worker)
-
-
-def plain_training_arguments(output_dir: Path, grouped: bool):
-    import torch
-    from transformers import TrainingArguments
-
-    cuda = torch.cuda.is_available()
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        num_train_epochs=1,
-        per_device_train_batch_size=HPARAMS["batch_size"],
-        gradient_accumulation_steps=HPARAMS["grad_accum"],
-        learning_rate=HPARAMS["learning_rate"],
-        warmup_steps=HPARAMS["warmup_steps"],
-        weight_decay=HPARAMS["weight_decay"],
-        seed=SEED,
-        data_seed=SEED,
-        fp16=cuda,  # the same precision theta-train's --precision auto picks
-        eval_strategy="no",
-        save_strategy="no",
-        logging_strategy="steps",
-        logging_steps=HPARAMS["logging_steps"],
-        report_to="none",
-        dataloader_pin_memory=cuda,
-        train_sampling_strategy="group_by_length" if grouped else "random",
-    )
-
-
-def run_plain(recipe: str, model_dir: Path, data_file: Path, workdir: Path) -> dict:
-    import datasets
-    import torch
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                              default_data_collator)
-
-    start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    if torch.cuda.is_available():
-        model = model.cuda()
-    records = json.loads(data_file.read_text(encoding="utf-8"))
-    texts = [f"Question: {r['question']}\nAnswer: {r['answer']}{tokenizer.eos_token}" for r in records]
-    max_len = HPARAMS["max_len"]
-    if recipe == "pad512":
-        enc = tokenizer(texts, padding="max_length", max_length=max_len, truncation=True)
-        enc["labels"] = [[t if m else -100 for t, m in zip(ids, mask)]
-                         for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
-        dataset = datasets.Dataset.from_dict(dict(enc))
-        collator = default_data_collator
-    else:
-        enc = tokenizer(texts, truncation=True, max_length=max_len)
-        dataset = datasets.Dataset.from_dict(dict(enc))
-        collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    counter = CountingCollator(collator)
-    head = count_lm_head_rows(model, counter)
-    timing = timing_callback(counter)
-    trainer = Trainer(model=model, args=plain_training_arguments(workdir / "out", recipe == "grouped"),
-                      train_dataset=dataset, data_collator=counter, processing_class=tokenizer, callbacks=[timing])
-    prepare_s = time.perf_counter() - start
-    t = time.perf_counter()
-    output = trainer.train()
-    train_call_s = time.perf_counter() - t
-    return {"prepare_s": prepare_s, "setup_s": timing.t["train_begin"] - t, "train_call_s": train_call_s, **timing.phases(), **counter.stats(),
-            "optimizer_steps": trainer.state.global_step, "examples": len(dataset),
-            "train_loss": output.metrics.get("train_loss"), "last_logged_loss": _last_loss(trainer.state),
-            "loss_over": "all real tokens" if recipe == "pad512" else "all real tokens except EOS (pad id)",
-            "train_runtime": output.metrics.get("train_runtime"),
-            "val_answer_loss": val_answer_loss(trainer.model, tokenizer), "peak_mb": peak_memory_mb(),
-            **_head_fields(head)}
-
-
-def run_theta(recipe: str, model_dir: Path, data_file: Path, workdir: Path) -> dict:
-    """The real theta-train path: resolve_config -> prepare_run -> theta_ai.training.run.train."""
-    from theta_ai.training import run as training
-    from theta_ai.config import resolve_config
-
-    values = {"model_name": str(model_dir), "data": [str(data_file)], "val_data": [str(VAL_FILE)], "epochs": 1,
-              "checkpoint_dir": str(workdir / "models"), "logdir": str(workdir / "logs"), "seed": SEED}
-    if recipe == "theta-packed":
-        values["packing"] = True
-    cfg = resolve_config(values)
-    # These match the shared HPARAMS only as long as theta's defaults are the origin's recipe; say so if not.
-    drift = {k: (cfg.values[k], v) for k, v in (("batch_size", HPARAMS["batch_size"]), ("grad_accum", HPARAMS["grad_accum"]),
-                                                ("learning_rate", HPARAMS["learning_rate"]),
-                                                ("warmup_steps", HPARAMS["warmup_steps"]),
-                                                ("weight_decay", HPARAMS["weight_decay"]),
-                                                ("max_seq_length", HPARAMS["max_len"]))
-             if cfg.values[k] != v}
-    start = time.perf_counter()
-    run = training.prepare_run(cfg)
-    counter = CountingCollator(run.collator)
-    run.collator = counter
-    head = count_lm_head_rows(run.loaded.model, counter)
-    prepare_s = time.perf_counter() - start
-
-    timing = timing_callback(counter)
-    t = time.perf_counter()
-    if "callbacks" in inspect.signature(training.train).parameters:
-        result = training.train(cfg, prepared=run, callbacks=[timing])
-    else:  # an older train() without extra callbacks: add ours where the trainer is built
-        original_build = training.build_trainer
-
-        def build_trainer(*args, **kwargs):
-            trainer = original_build(*args, **kwargs)
-            trainer.add_callback(timing)
-            return trainer
-
-        training.build_trainer = build_trainer
-        try:
-            result = training.train(cfg, prepared=run)
-        finally:
-            training.build_trainer = original_build
-    done = time.perf_counter()
-    state = timing.state
-    return {"prepare_s": prepare_s, "setup_s": timing.t["train_begin"] - t,
-            "train_call_s": timing.t["train_end"] - t, "final_save_s": done - timing.t["train_end"],
-            **timing.phases(), **counter.stats(),
-            "optimizer_steps": state.global_step, "examples": len(run.train_dataset),
-            "train_loss": result.metrics.get("train_loss"), "last_logged_loss": _last_loss(state),
-            "loss_over": "answer tokens (answer + EOS)" if not cfg.train_on_prompt else "all real tokens",
-            "train_runtime": result.metrics.get("train_runtime"),
-            "eval_loss": next((h["eval_loss"] for h in reversed(state.log_history) if "eval_loss" in h), None),
-            "val_answer_loss": val_answer_loss(run.loaded.model, run.loaded.tokenizer), "peak_mb": peak_memory_mb(),
-            "theta_notes": run.notes, "hparam_drift": drift, **_head_fields(head), "code": _code_version(),
-            "theta_settings": {k: cfg.values[k] for k in ("template", "packing", "group_by_length", "precision",
-                                                         "train_on_prompt", "max_seq_length")}}
-
-
-def _head_fields(head: dict) -> dict:
-    return {"lm_head_rows": head["rows"] if head["hooked"] else None, "params": head["params"],
-            "head_params": head["head_params"], "body_params": head["body_params"], "tied_head": head["tied"]}
-
-
-def _code_version() -> dict:
-    """theta_ai's git commit and whether src/ differs from it (other people edit src/ while benchmarks run)."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    return {"commit": git("rev-parse", "--short", "HEAD"), "src_modified": bool(git("status", "--porcelain", "src"))}
-
-
-def _last_loss(state):
-    return next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+# ---------------------------------------------------------------------------- worker
 
 
 def worker(args) -> int:
@@ -488,11 +119,10 @@ def worker(args) -> int:
     transformers.logging.set_verbosity_error()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    hp = dict(tr.HPARAMS, warmup_steps=args.warmup_steps)
+    paths = Path(args.model_dir), Path(args.data_file), Path(args.val_file), workdir
     try:
-        if args.worker.startswith("theta"):
-            out = run_theta(args.worker, Path(args.model_dir), Path(args.data_file), workdir)
-        else:
-            out = run_plain(args.worker, Path(args.model_dir), Path(args.data_file), workdir)
+        out = tr.run_plain(*paths, hp) if args.worker == "plain" else tr.run_theta(args.worker, *paths, hp)
         out["ok"] = True
     except Exception as exc:  # reported in the table, the other recipes still run
         import traceback
@@ -503,10 +133,26 @@ def worker(args) -> int:
     return 0 if out["ok"] else 1
 
 
-# ---------------------------------------------------------------------------- report (parent)
+# ---------------------------------------------------------------------------- report
 
 
-def summarize(runs: list[dict], params: int, peak: float, answer_tokens: int) -> dict:
+def machine_description() -> dict:
+    import torch
+    import transformers
+
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "python": platform.python_version(), "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def summarize(runs: list[dict], params: int, peaks: dict[str, float]) -> dict:
     ok = [r for r in runs if r.get("ok")]
     if not ok:
         return {"ok": False, "error": runs[0].get("error") if runs else "not run"}
@@ -515,172 +161,249 @@ def summarize(runs: list[dict], params: int, peak: float, answer_tokens: int) ->
         vals = [r[key] for r in ok if r.get(key) is not None]
         return statistics.median(vals) if vals else None
 
-    epoch = med("epoch_s")
-    real = ok[0]["real_tokens"]
-    rows = ok[0].get("lm_head_rows")
-    work = (6 * (ok[0]["body_params"] * ok[0]["positions"] + ok[0]["head_params"] * rows)
-            if rows is not None and ok[0].get("body_params") is not None else None)
-    summary = {"ok": True, "runs": len(ok), "epoch_s": epoch, "epoch_s_all": [r["epoch_s"] for r in ok],
-               "optimizer_steps": ok[0]["optimizer_steps"], "examples": ok[0]["examples"], "real_tokens": real,
-               "positions": ok[0]["positions"], "answer_tokens": answer_tokens,
-               "tokens_per_s": real / epoch, "answer_tokens_per_s": answer_tokens / epoch,
-               "pad_fraction": 1 - real / ok[0]["positions"], "mfu": 6 * params * real / epoch / peak,
-               "peak_mb": med("peak_mb"), "train_loss": med("train_loss"), "last_logged_loss": med("last_logged_loss"),
-               "loss_over": ok[0]["loss_over"], "val_answer_loss": med("val_answer_loss"),
-               "collator_s": med("collator_s"), "prepare_s": med("prepare_s"), "train_call_s": med("train_call_s"),
-               "epoch_s_min": min(r["epoch_s"] for r in ok), "epoch_cpu_s": med("epoch_cpu_s"),
-               "lm_head_rows": rows, "lm_head_fraction": rows / ok[0]["positions"] if rows is not None else None,
-               "work_flop": work, "achieved_flops": work / epoch if work else None,
-               "eval_s": med("eval_s"), "ckpt_s": med("ckpt_s"), "final_save_s": med("final_save_s"),
-               "loadavg_1m": statistics.mean(x for r in ok for x in r.get("loadavg_1m", [])) if ok[0].get("loadavg_1m") else None}
-    return summary
+    first = ok[0]
+    epoch, precision = med("epoch_s"), first["precision"]
+    flops = 6 * params * first["real_tokens"] / epoch
+    return {"ok": True, "runs": len(ok), "failed_runs": len(runs) - len(ok), "precision": precision,
+            "epoch_s": epoch, "epoch_s_all": [r["epoch_s"] for r in ok], "first_step_s": med("first_step_s"),
+            "first_step_s_all": [r["first_step_s"] for r in ok], "later_steps_s": med("later_steps_s"),
+            "optimizer_steps": first["optimizer_steps"], "examples": first["examples"],
+            "real_tokens": first["real_tokens"], "positions": first["positions"],
+            "label_positions": first["label_positions"], "tokens_per_s": first["real_tokens"] / epoch,
+            "pad_fraction": 1 - first["real_tokens"] / first["positions"],
+            "mfu": flops / peaks.get(precision, peaks["fp32"]), "mfu_fp32_peak": flops / peaks["fp32"],
+            "peak_mb": med("peak_mb"), "val_answer_loss": med("val_answer_loss"), "train_loss": med("train_loss"),
+            "loss_over": first["loss_over"], "prepare_s": med("prepare_s"), "after_epoch_s": med("after_epoch_s"),
+            "collator_s": med("collator_s"), "chunked_loss": first.get("chunked_loss"),
+            "theta_notes": first.get("theta_notes"), "hparam_drift": first.get("hparam_drift"),
+            "loadavg_1m": statistics.mean(x for r in ok for x in r.get("loadavg_1m", [0]))}
 
 
 def fmt(value, spec: str, empty: str = "-") -> str:
     return empty if value is None else format(value, spec)
 
 
-def markdown_table(summaries: dict[str, dict], reference: str = "theta") -> str:
-    ref = summaries.get(reference, {}).get("epoch_s") if summaries.get(reference, {}).get("ok") else None
-    head = ("| recipe | epoch s | / theta | opt. steps | tok/s | ans tok/s | pad % | MFU % | LM-head rows % | "
-            "work TFLOP | cpu s | peak MB | train loss (over) | val ans loss | collator s | eval s | ckpt s | "
-            "final save s | load |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
-    rows = []
-    over_short = {"all real tokens": "all", "all real tokens except EOS (pad id)": "all but EOS",
-                  "answer tokens (answer + EOS)": "answers"}
-    for name, s in summaries.items():
-        if not s.get("ok"):
-            rows.append(f"| `{name}` | failed: {s.get('error', '?')[:120]} |" + " |" * 18)
+def cell_notes(cell: dict) -> list[str]:
+    s = cell["summaries"]
+    notes = [f"`{name}` failed: {v.get('error', '?')[:300]}" for name, v in s.items() if not v.get("ok")]
+    theta = s.get("theta", {})
+    if theta.get("ok"):
+        notes.append(f"theta's default here: template {cell['tokens']['template']}, precision {theta['precision']}, "
+                     f"chunked loss {'on' if theta['chunked_loss'] else 'off'}")
+        notes += [f"theta said: {n}" for n in theta.get("theta_notes") or [] if n.startswith("precision auto")]
+        if theta.get("hparam_drift"):
+            notes.append(f"theta's defaults differ from the shared settings: {theta['hparam_drift']}")
+    compiled = s.get("theta-compile", {})
+    if compiled.get("ok") and theta.get("ok"):
+        cold, warm = compiled["first_step_s_all"][0], compiled["first_step_s_all"][1:]
+        base = theta["first_step_s"]
+        line = f"theta-compile: step 1 {cold:.1f} s with a cold inductor cache (compile ~{cold - base:.1f} s over theta)"
+        if warm:
+            w = statistics.median(warm)
+            line += f", {w:.1f} s with a warm one (~{w - base:.1f} s)"
+        notes.append(line + f"; theta's step 1: {base:.1f} s")
+    notes += cell.get("skipped", [])
+    return notes
+
+
+def markdown_table(cell: dict, machine: dict, peaks: dict[str, float], command: str) -> str:
+    m, d, tok, s = cell["model_info"], cell["dataset"], cell["tokens"], cell["summaries"]
+    plain = s.get("plain") if s.get("plain", {}).get("ok") else None
+    lines = [
+        f"### {cell['model']} ({m['parameters'] / 1e6:.1f}M parameters) x {d}: {cell['examples']} examples, "
+        f"{tok['tokens']:,} tokens, answers {100 * tok['answer_share']:.0f}% of them",
+        "",
+        f"{machine['cpu']}, {machine['cores']} cores (torch threads {machine['torch_threads']}"
+        + (f", OMP_NUM_THREADS={machine['omp_num_threads']}" if machine.get("omp_num_threads") else "")
+        + f"), torch {machine['torch']}, transformers {machine['transformers']}; matmul peak "
+        + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
+        + f"; load average (1 min) {cell['load_start']:.2f} at start, {cell['load_end']:.2f} at end; "
+        f"{cell['started']} to {cell['ended']}; `{command}`; {cell['repeats']} repeat(s), medians.",
+        "",
+        "| recipe | precision | epoch s | x plain | step 1 s | steps 2+ s | x plain (2+) | tok/s | pad % | MFU % | "
+        "MFU % fp32 peak | peak MB | val loss | d val % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, v in s.items():
+        if not v.get("ok"):
+            lines.append(f"| `{name}` | failed (see below) |" + " |" * 12)
             continue
-        ratio = s["epoch_s"] / ref if ref else None
-        rows.append(
-            f"| `{name}` | {s['epoch_s']:.1f} | {fmt(ratio, '.2f')} | {s['optimizer_steps']} | {s['tokens_per_s']:.0f} | "
-            f"{s['answer_tokens_per_s']:.0f} | {100 * s['pad_fraction']:.1f} | {100 * s['mfu']:.1f} | "
-            f"{fmt(s['lm_head_fraction'] and 100 * s['lm_head_fraction'], '.0f')} | "
-            f"{fmt(s['work_flop'] and s['work_flop'] / 1e12, '.2f')} | {fmt(s['epoch_cpu_s'], '.0f')} | {s['peak_mb']:.0f} | "
-            f"{fmt(s['train_loss'], '.3f')} ({over_short.get(s['loss_over'], s['loss_over'])}) | "
-            f"{fmt(s['val_answer_loss'], '.3f')} | {fmt(s['collator_s'], '.2f')} | {fmt(s['eval_s'], '.1f')} | "
-            f"{fmt(s['ckpt_s'], '.1f')} | {fmt(s['final_save_s'], '.1f')} | {fmt(s['loadavg_1m'], '.1f')} |")
-    return head + "\n".join(rows) + "\n"
+        ratio = plain["epoch_s"] / v["epoch_s"] if plain else None
+        later = (plain["later_steps_s"] / v["later_steps_s"]
+                 if plain and plain.get("later_steps_s") and v.get("later_steps_s") else None)
+        dval = (100 * (v["val_answer_loss"] / plain["val_answer_loss"] - 1)
+                if plain and plain.get("val_answer_loss") and v.get("val_answer_loss") is not None else None)
+        lines.append(
+            f"| `{name}` | {v['precision']} | {v['epoch_s']:.1f} | {fmt(ratio, '.2f')} | {fmt(v['first_step_s'], '.1f')} "
+            f"| {fmt(v['later_steps_s'], '.1f')} | {fmt(later, '.2f')} | {v['tokens_per_s']:.0f} | "
+            f"{100 * v['pad_fraction']:.1f} | {100 * v['mfu']:.1f} | "
+            f"{fmt(100 * v['mfu_fp32_peak'] if v['precision'] != 'fp32' else None, '.1f')} | {v['peak_mb']:,.0f} | "
+            f"{fmt(v['val_answer_loss'], '.4f')} | {fmt(dval, '+.2f')} |")
+    notes = cell_notes(cell)
+    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else [])) + "\n"
+
+
+# ---------------------------------------------------------------------------- parent
+
+
+def recipes_for(model: str, vocab: int, recipes: list[str], explicit: bool) -> tuple[list[str], list[str]]:
+    """The recipes a model runs, and a note for each left out: without --recipes, the chunked-loss variant that
+    equals theta's own default for this vocabulary (--chunked-loss auto) is not run twice."""
+    if explicit:
+        return recipes, []
+    from theta_ai.planner.activations import AUTO_MIN_VOCAB
+
+    same = "theta-chunked" if vocab >= AUTO_MIN_VOCAB else "theta-unchunked"
+    return [r for r in recipes if r != same], [
+        f"`{same}` not run: it is theta's default for this model (--chunked-loss auto is "
+        f"{'on' if same == 'theta-chunked' else 'off'} for a {vocab:,}-token vocabulary; the threshold is "
+        f"{AUTO_MIN_VOCAB:,})"]
+
+
+def run_one(cell_dir: Path, recipe: str, rep: int, model_dir: Path, data_file: Path, val_file: Path,
+            warmup_steps: int, env: dict) -> dict:
+    done_file = cell_dir / f"{recipe}-{rep}.done.json"
+    if done_file.is_file():  # finished in an earlier invocation with --keep-dir
+        return dict(json.loads(done_file.read_text()), reused=True)
+    json_out, log_file = cell_dir / f"{recipe}-{rep}.json", cell_dir / f"{recipe}-{rep}.log"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", recipe, "--json-out", str(json_out),
+           "--model-dir", str(model_dir), "--data-file", str(data_file), "--val-file", str(val_file),
+           "--workdir", str(cell_dir / f"{recipe}-{rep}"), "--warmup-steps", str(warmup_steps)]
+    loads = [os.getloadavg()[0]]
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=str(tr.ROOT), stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:  # sample the load while the worker runs
+            time.sleep(2)
+            loads.append(os.getloadavg()[0])
+    if json_out.is_file():
+        result = json.loads(json_out.read_text())
+    else:
+        result = {"ok": False, "error": f"worker exited {proc.returncode}: "
+                                        f"{log_file.read_text(errors='replace')[-1500:]}"}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result.update(subprocess_wall_s=time.perf_counter() - t, loadavg_1m=loads,
+                  subprocess_cpu_s=after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime,
+                  finished_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+    if result.get("ok"):
+        done_file.write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def split_list(values: list[str], choices: tuple[str, ...], flag: str) -> list[str]:
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    unknown = [n for n in names if n not in choices]
+    if unknown:
+        raise SystemExit(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(choices)}")
+    return list(dict.fromkeys(names))
 
 
 def parent(args) -> int:
-    recipes = args.recipes
-    n_examples = args.examples or (128 if args.quick else None)
-    out_path = Path(args.out)
+    models = split_list(args.models, tr.MODELS, "--models")
+    datasets = split_list(args.datasets, tr.DATASETS, "--datasets")
+    recipes = split_list(args.recipes or list(tr.RECIPES), tr.RECIPES, "--recipes")
+    repeats = args.repeats or (1 if args.quick else 3)
+    sizes = {d: args.examples or (QUICK_EXAMPLES if args.quick else DEFAULT_EXAMPLES)[d] for d in datasets}
+    omp = os.environ.get("OMP_NUM_THREADS")
+    command = (f"OMP_NUM_THREADS={omp} " if omp else "") + shlex.join(
+        ["python", str(Path(__file__).resolve().relative_to(tr.ROOT)), *sys.argv[1:]])
     with contextlib.ExitStack() as stack:
-        if args.keep_dir:  # a kept folder: finished runs are reused when the same command is run again
-            tmp = Path(args.keep_dir)
+        if args.keep_dir:  # finished runs are reused when the same command is run again
+            tmp = Path(args.keep_dir).resolve()
             tmp.mkdir(parents=True, exist_ok=True)
         else:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="theta-throughput-")))
-        records = extended_records(n_examples)
-        data_file = tmp / "train.json"
-        model_dir = tmp / "model"
+        meta = {"sizes": sizes, "seed": tr.SEED, "warmup_steps": args.warmup_steps, "repeats": repeats}
         meta_file = tmp / "meta.json"
-        meta = {"model_size": args.model_size, "examples": len(records), "seed": SEED, "hparams": HPARAMS}
-        if meta_file.is_file():
-            kept = json.loads(meta_file.read_text())
-            kept_meta = {k: kept.get(k) for k in meta}
-            if kept_meta != json.loads(json.dumps(meta)):
-                raise SystemExit(f"--keep-dir {tmp}: holds runs of other settings ({kept_meta}); use another folder")
-            model_info = kept["model_info"]
-            print(f"reusing the model, data and finished runs in {tmp}", flush=True)
-        else:
-            data_file.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-            model_info = build_model_folder(model_dir, args.model_size)
-            meta_file.write_text(json.dumps({**meta, "model_info": model_info}, indent=2))
-        answer_tokens, text_tokens = answer_token_count(records, model_dir)
+        if meta_file.is_file() and json.loads(meta_file.read_text()) != json.loads(json.dumps(meta)):
+            raise SystemExit(f"--keep-dir {tmp}: holds runs of other settings; use another folder")
+        meta_file.write_text(json.dumps(meta))
+        env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
+                   TORCHINDUCTOR_CACHE_DIR=str(tmp / "inductor-cache"))  # cold for theta-compile's first repeat
         machine = machine_description()
-        code_start = _code_version()
-        peaks = [matmul_peak_flops()]
-        print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "
-              f"({machine['torch_threads']} threads); fp32 matmul peak {peaks[0] / 1e9:.1f} GFLOP/s", flush=True)
-        print(f"model: GPT-2 {args.model_size} ({model_info['parameters'] / 1e6:.2f}M parameters); data: {len(records)} "
-              f"examples, {text_tokens} tokens, {answer_tokens} answer tokens", flush=True)
-        runs: dict[str, list[dict]] = {r: [] for r in recipes}
-        env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
-        for rep in range(args.repeats):
-            for recipe in recipes:
-                workdir = tmp / f"{recipe}-{rep}"
-                json_out = tmp / f"{recipe}-{rep}.json"
-                done_file = tmp / f"{recipe}-{rep}.done.json"
-                if done_file.is_file():  # finished in an earlier invocation with --keep-dir
-                    result = json.loads(done_file.read_text())
-                    runs[recipe].append(result)
-                    print(f"[{rep + 1}/{args.repeats}] {recipe:<13} epoch {result.get('epoch_s', float('nan')):.1f} s "
-                          f"(kept from an earlier invocation)", flush=True)
-                    continue
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", recipe, "--json-out", str(json_out),
-                       "--model-dir", str(model_dir), "--data-file", str(data_file), "--workdir", str(workdir)]
-                loads = [os.getloadavg()[0]]
-                t = time.perf_counter()
-                with open(tmp / f"{recipe}-{rep}.log", "w") as log:
-                    proc = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
-                    while proc.poll() is None:  # sample the load while the worker runs
-                        time.sleep(2)
-                        loads.append(os.getloadavg()[0])
-                wall = time.perf_counter() - t
-                if json_out.is_file():
-                    result = json.loads(json_out.read_text())
-                else:
-                    tail = (tmp / f"{recipe}-{rep}.log").read_text(errors="replace")[-2000:]
-                    result = {"ok": False, "error": f"worker exited {proc.returncode}: {tail}"}
-                result["subprocess_wall_s"] = wall
-                # 1-minute load average sampled while the worker ran: the worker alone makes ~1 per thread
-                # it keeps busy; more means other processes shared the CPU during the measurement.
-                result["loadavg_1m"] = loads
-                result["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
-                if result.get("ok"):
-                    done_file.write_text(json.dumps(result, indent=2, default=str))
-                runs[recipe].append(result)
-                status = (f"epoch {result['epoch_s']:.1f} s, {result['optimizer_steps']} steps" if result.get("ok")
-                          else f"FAILED: {result.get('error')}")
-                print(f"[{rep + 1}/{args.repeats}] {recipe:<13} {status} (subprocess {wall:.0f} s, "
-                      f"load avg {statistics.mean(loads):.1f}, max {max(loads):.1f})", flush=True)
-        peaks.append(matmul_peak_flops())
-        peak = max(peaks)
-        summaries = {r: summarize(runs[r], model_info["parameters"], peak, answer_tokens) for r in recipes}
-    table = markdown_table(summaries)
-    report = {"machine": machine, "matmul_peak_flops": peak, "matmul_peak_runs": peaks, "model": model_info,
-              "data": {"examples": len(records), "tokens": text_tokens, "answer_tokens": answer_tokens,
-                       "source": f"sample:{TRAIN_FILE.name}", "quick": args.quick},
-              "code": {"start": code_start, "end": _code_version()},
-              "hparams": HPARAMS, "seed": SEED, "repeats": args.repeats, "order": "interleaved",
-              "summaries": summaries, "runs": runs, "table": table}
+        kinds = ("fp32", "fp16") if machine.get("gpu") else ("fp32", "bf16")
+        peak_runs = {k: [tr.matmul_peak_flops(k)] for k in kinds}
+        print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} ({machine['torch_threads']} "
+              f"threads), transformers {machine['transformers']}; matmul peak "
+              + ", ".join(f"{k} {v[0] / 1e9:.0f} GFLOP/s" for k, v in peak_runs.items()), flush=True)
+        cells = []
+        for model in models:
+            model_dir = tmp / f"model-{model}"
+            info_file = model_dir / "benchmark_model.json"
+            if info_file.is_file():
+                model_info = json.loads(info_file.read_text())
+            else:
+                model_info = tr.build_model_folder(model_dir, model)
+                info_file.write_text(json.dumps(model_info))
+            tokenizer = tr.load_tokenizer(model)
+            for dataset in datasets:
+                cell_dir = tmp / f"{model}-{dataset}"
+                cell_dir.mkdir(exist_ok=True)
+                records = tr.train_records(dataset, sizes[dataset])
+                data_file, val_file = cell_dir / "train.json", cell_dir / "val.json"
+                data_file.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+                val_file.write_text(json.dumps(tr.val_records(dataset), ensure_ascii=False), encoding="utf-8")
+                tokens = tr.token_counts(records, tokenizer)
+                cell_recipes, skipped = recipes_for(model, model_info["vocab_size"], recipes, bool(args.recipes))
+                print(f"\n== {model} ({model_info['parameters'] / 1e6:.1f}M) x {dataset}: {len(records)} examples, "
+                      f"{tokens['tokens']:,} tokens (template {tokens['template']}), answer share "
+                      f"{100 * tokens['answer_share']:.1f}%; {repeats} x {', '.join(cell_recipes)}", flush=True)
+                cell = {"model": model, "dataset": dataset, "examples": len(records), "model_info": model_info,
+                        "tokens": tokens, "recipes": cell_recipes, "skipped": skipped, "repeats": repeats,
+                        "load_start": os.getloadavg()[0], "started": time.strftime("%Y-%m-%d %H:%M"), "runs": {}}
+                cell["runs"] = {r: [] for r in cell_recipes}
+                for rep in range(repeats):
+                    for recipe in cell_recipes:
+                        r = run_one(cell_dir, recipe, rep, model_dir, data_file, val_file, args.warmup_steps, env)
+                        cell["runs"][recipe].append(r)
+                        status = (f"epoch {r['epoch_s']:.1f} s ({r['optimizer_steps']} steps, {r['precision']}), "
+                                  f"val loss {r['val_answer_loss']:.4f}" if r.get("ok") else f"FAILED: {r['error'][:300]}")
+                        print(f"[{rep + 1}/{repeats}] {recipe:<16} {status}; subprocess {r['subprocess_wall_s']:.0f} s, "
+                              f"load {statistics.mean(r['loadavg_1m']):.1f}" + (" (kept)" if r.get("reused") else ""),
+                              flush=True)
+                cell.update(load_end=os.getloadavg()[0], ended=time.strftime("%H:%M"))
+                cells.append(cell)
+        for k in kinds:
+            peak_runs[k].append(tr.matmul_peak_flops(k))
+    peaks = {k: max(v) for k, v in peak_runs.items()}
+    tables = []
+    for cell in cells:
+        cell["summaries"] = {r: summarize(cell["runs"][r], cell["model_info"]["parameters"], peaks)
+                             for r in cell["recipes"]}
+        tables.append(markdown_table(cell, machine, peaks, command))
+    out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2, default=str))
+    out_path.write_text(json.dumps({"command": command, "machine": machine, "matmul_peak_flops": peaks,
+                                    "matmul_peak_runs": peak_runs, "hparams": dict(tr.HPARAMS,
+                                                                                   warmup_steps=args.warmup_steps),
+                                    "seed": tr.SEED, "repeats": repeats, "order": "interleaved per (model, dataset)",
+                                    "cells": cells, "tables": tables}, indent=2, default=str))
     print()
-    print(f"GPT-2 {args.model_size} ({model_info['parameters'] / 1e6:.2f}M), {len(records)} examples, effective batch "
-          f"{HPARAMS['batch_size'] * HPARAMS['grad_accum']}, 1 epoch, {args.repeats} repeat(s) (median); "
-          f"MFU against {peak / 1e9:.1f} GFLOP/s fp32 matmul peak")
-    print(table)
+    print("\n".join(tables))
     print(f"written to {out_path}")
-    return 0 if all(s.get("ok") for s in summaries.values()) else 1
+    return 0 if all(s.get("ok") for c in cells for s in c["summaries"].values()) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES), help="recipes to run, in this order")
-    p.add_argument("--repeats", type=int, default=1, help="interleaved rounds (A B C ... A B C ...); median is reported")
-    p.add_argument("--model-size", choices=("small", "124m"), default="small",
-                   help="small: 4 layers, 256 wide, 4 heads (default); 124m: GPT-2 small")
-    p.add_argument("--examples", type=int, default=None, help="use the first N examples of the extended set")
-    p.add_argument("--quick", action="store_true", help="128 examples: a smoke test")
+    p.add_argument("--models", nargs="+", default=list(tr.MODELS), help="comma-separated: gpt2,qwen3 (default both)")
+    p.add_argument("--datasets", nargs="+", default=list(tr.DATASETS), help="comma-separated: bundled,long (default both)")
+    p.add_argument("--recipes", nargs="+", help=f"comma-separated, in this order (default: all of {','.join(tr.RECIPES)} "
+                                                "but the chunked-loss variant equal to theta's default)")
+    p.add_argument("--repeats", type=int, help="interleaved rounds per (model, data set); medians (default 3, --quick 1)")
+    p.add_argument("--examples", type=int, help=f"training examples of every data set (default {DEFAULT_EXAMPLES})")
+    p.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_EXAMPLES} examples, 1 repeat")
+    p.add_argument("--warmup-steps", type=int, default=tr.HPARAMS["warmup_steps"],
+                   help="warmup of every recipe (default theta's 500; 0 makes the validation loss a sharper check)")
     p.add_argument("--out", default=str(RESULTS), help="JSON results file")
-    p.add_argument("--keep-dir", help="keep the model, data and each finished run in this folder; running the same "
-                                      "command again skips the finished runs (for machines where runs get killed)")
-    # worker mode (internal)
-    p.add_argument("--worker", choices=RECIPES, help=argparse.SUPPRESS)
-    p.add_argument("--json-out", help=argparse.SUPPRESS)
-    p.add_argument("--model-dir", help=argparse.SUPPRESS)
-    p.add_argument("--data-file", help=argparse.SUPPRESS)
-    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    p.add_argument("--keep-dir", help="keep models, data and finished runs in this folder; the same command run again "
+                                      "skips the finished runs (for machines where runs get killed)")
+    p.add_argument("--worker", choices=tr.RECIPES, help=argparse.SUPPRESS)  # worker mode (internal)
+    for name in ("--json-out", "--model-dir", "--data-file", "--val-file", "--workdir"):
+        p.add_argument(name, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.worker:
-        return worker(args)
-    return parent(args)
+    return worker(args) if args.worker else parent(args)
 
 
 if __name__ == "__main__":
