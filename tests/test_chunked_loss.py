@@ -22,9 +22,9 @@ def _batch(vocab: int):
     return MarkedCollator(PaddingCollator(pad_token_id=0))(rows)
 
 
-def _step(trainer, model, batch, chunked: bool):
+def _step(trainer, model, batch, chunked: bool, answer_head: bool = False):
     """Loss, gradients and the bytes autograd saved for backward, for one compute_loss call."""
-    trainer.chunked_loss = chunked
+    trainer.chunked_loss, trainer.answer_head = chunked, answer_head
     model.zero_grad()
     saved = {}
 
@@ -53,16 +53,24 @@ def test_the_chunked_loss_gives_the_plain_loss_and_gradients_without_the_logits(
     assert check_chunked_loss(model) is None
     batch = _batch(model.config.vocab_size)
     plain_loss, plain_grads, plain_saved = _step(trainer, model, batch, chunked=False)
+    answer_loss, answer_grads, answer_saved = _step(trainer, model, batch, chunked=False, answer_head=True)
     chunked_loss, chunked_grads, chunked_saved = _step(trainer, model, batch, chunked=True)
-    torch.testing.assert_close(chunked_loss, plain_loss, rtol=1e-5, atol=0)
-    assert plain_grads.keys() == chunked_grads.keys()
-    for name, grad in plain_grads.items():  # within 1e-5 of the largest gradient of the tensor
-        assert (chunked_grads[name] - grad).abs().max() <= 1e-5 * grad.abs().max() + 1e-9, name
-    # the plain path keeps fp32 logits of every trimmed position for backward; the chunked one keeps none
+    for loss, grads in ((answer_loss, answer_grads), (chunked_loss, chunked_grads)):
+        torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=0)
+        assert plain_grads.keys() == grads.keys()
+        for name, grad in plain_grads.items():  # within 1e-5 of the largest gradient of the tensor
+            assert (grads[name] - grad).abs().max() <= 1e-5 * grad.abs().max() + 1e-9, name
+    # the plain path keeps fp32 logits of every trimmed position for backward (from the first trained column on,
+    # the other rows' prompt and padding positions included: 3 rows x 41 columns), the answer-token head those of
+    # the 25 + 3 + 40 positions that predict an answer token only, and the chunked one none
+    vocab_bytes = model.config.vocab_size * 4
     positions = batch["input_ids"].shape[0] * (batch["input_ids"].shape[1] - batch["theta_answer_start"])
-    logits_bytes = positions * model.config.vocab_size * 4
-    assert plain_saved >= logits_bytes
-    assert chunked_saved <= plain_saved - 0.95 * logits_bytes, (plain_saved, chunked_saved, logits_bytes)
+    answers = int(len(batch["theta_answer_targets"]))
+    assert answers == 25 + 3 + 40 and positions == 3 * (46 - 5)
+    assert plain_saved >= positions * vocab_bytes
+    assert answer_saved <= plain_saved - 0.95 * (positions - answers) * vocab_bytes, (plain_saved, answer_saved)
+    assert answer_saved >= answers * vocab_bytes
+    assert chunked_saved <= plain_saved - 0.95 * positions * vocab_bytes, (plain_saved, chunked_saved)
 
 
 def test_auto_uses_it_for_large_vocabularies_only():
@@ -84,3 +92,20 @@ def test_a_head_that_is_not_a_plain_linear_map_fails_the_proof_and_the_run_says_
     notes: list[str] = []
     assert chunked_loss_choice("on", model, notes) is False
     assert len(notes) == 1 and notes[0].startswith("--chunked-loss on: the slice-by-slice loss differs from this model")
+
+
+def test_training_runs_the_head_on_answer_positions_wherever_the_proof_passes(tmp_path):
+    """theta-train's step takes the answer-token head for every plain linear head (theta-tiny here: a 2,048-token
+    vocabulary, so no slices), and the whole-logits path where the head does more than a linear map."""
+    from theta_fixtures import tiny_train_config
+
+    from theta_ai.config import resolve_config
+    from theta_ai.training.loss import answer_head_choice
+    from theta_ai.training.run import prepare_run
+
+    run = prepare_run(resolve_config(tiny_train_config(tmp_path, n=16)))
+    assert (run.answer_head, run.chunked_loss) == (True, False)
+    capped, _ = tiny_family_model("gemma3")
+    capped.config.final_logit_softcapping = 5.0
+    assert answer_head_choice(capped, chunked=False) is False
+    assert answer_head_choice(capped, chunked=True) is True  # chunked_loss_choice proved it (or refused) already

@@ -50,11 +50,28 @@ class PaddingCollator:
 #: the CPU while the batch is built, so the training step copies nothing back from the device for them.
 ANSWER_START = "theta_answer_start"  # first column whose next label is trained in some row: the LM head starts here
 REAL_TOKENS = "theta_real_tokens"  # tokens that are not padding (the tokens/s of the throughput panel)
-MARK_KEYS = (ANSWER_START, REAL_TOKENS)
+ANSWER_POSITIONS = "theta_answer_positions"  # flat positions (row x width + column) whose next label is trained
+ANSWER_TARGETS = "theta_answer_targets"  # the labels those positions predict
+MARK_KEYS = (ANSWER_START, REAL_TOKENS, ANSWER_POSITIONS, ANSWER_TARGETS)
+
+
+def answer_positions(labels) -> tuple[Any, Any]:
+    """``(positions, targets)`` of a ``batch x time`` label tensor: the flat indices ``row * time + t`` of the
+    positions whose next label is trained, and those labels (what the answer-token LM head computes).
+
+    >>> import torch
+    >>> positions, targets = answer_positions(torch.tensor([[-100, -100, 5, 6], [-100, -100, -100, 7]]))
+    >>> positions.tolist(), targets.tolist()
+    ([1, 2, 6], [5, 6, 7])
+    """
+    following = labels[:, 1:]
+    rows, columns = (following != IGNORE_INDEX).nonzero(as_tuple=True)
+    return rows * labels.shape[1] + columns, following[rows, columns]
 
 
 def mark_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """``batch`` plus :data:`ANSWER_START` and :data:`REAL_TOKENS` (plain ints), from its CPU tensors.
+    """``batch`` plus :data:`ANSWER_START` and :data:`REAL_TOKENS` (plain ints) and :data:`ANSWER_POSITIONS` /
+    :data:`ANSWER_TARGETS` (:func:`answer_positions`), from its CPU tensors.
 
     >>> import torch
     >>> mark_batch({"labels": torch.tensor([[-100, -100, 5, 6], [-100, -100, -100, 7]]),
@@ -66,7 +83,9 @@ def mark_batch(batch: dict[str, Any]) -> dict[str, Any]:
     start = int(targets[0]) if len(targets) else labels.shape[1] - 1
     mask = batch.get("attention_mask")
     tokens = int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())  # packed rows have no padding
-    return {**batch, ANSWER_START: start, REAL_TOKENS: tokens}
+    positions, answer_targets = answer_positions(labels)
+    return {**batch, ANSWER_START: start, REAL_TOKENS: tokens, ANSWER_POSITIONS: positions,
+            ANSWER_TARGETS: answer_targets}
 
 
 @dataclass

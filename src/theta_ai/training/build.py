@@ -91,7 +91,8 @@ def build_trainer(run: "PreparedRun", callbacks: list | None = None):
                            processing_class=run.loaded.tokenizer, callbacks=theta_callbacks + list(callbacks or []),
                            run_info=_run_info(run),
                            validation_jsonl=examples_to_jsonl(run.val_examples),
-                           keep_checkpoints=run.cfg.save_total_limit, chunked_loss=run.chunked_loss)
+                           keep_checkpoints=run.cfg.save_total_limit, chunked_loss=run.chunked_loss,
+                           answer_head=run.answer_head)
     # theta_ai's one progress bar (loss, learning rate, tokens/s; raw log dictionaries to train.log) in place of
     # whichever one Trainer added: ProgressCallback, PrinterCallback (disable_tqdm) or NotebookProgressCallback.
     for default in list(trainer.callback_handler.callbacks):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from theta_ai.data.collate import answer_positions
 from theta_ai.planner.activations import AUTO_MIN_VOCAB, CHUNK_BYTES  # shared with the memory planner
 
 IGNORE_INDEX = -100
@@ -34,6 +35,11 @@ class _HiddenStates(torch.nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden
+
+
+# One instance for every step and model: torch.compile guards on the module it finds in the head's place, and a
+# new object every step would recompile the model every step.
+_IDENTITY = _HiddenStates()
 
 
 def _causal_lm(model):
@@ -61,7 +67,7 @@ def hidden_states_out(model) -> Iterator[torch.nn.Linear]:
     if found is None:
         raise ValueError("the model's LM head is not a plain linear layer")
     parent, name, head = found
-    setattr(parent, name, _HiddenStates())
+    setattr(parent, name, _IDENTITY)
     try:
         yield head
     finally:
@@ -78,26 +84,44 @@ def chunk_rows(vocab_size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
     return max(64, chunk_bytes // (4 * vocab_size))
 
 
+def answer_cross_entropy(hidden: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor, head: torch.nn.Linear,
+                         num_items_in_batch=None, rows: int | None = None) -> torch.Tensor:
+    """The causal-LM loss of the answer positions only: ``hidden`` (``batch x time x width``) at the flat
+    ``positions`` (``row * time + t``, see :func:`theta_ai.data.collate.answer_positions`) against ``targets``.
+
+    The LM head runs on exactly the positions that predict a trained label, never on prompt or padding positions.
+    ``rows``: slices of that many positions, each recomputed in the backward pass (the chunked loss); None: one
+    matmul whose logits autograd keeps (answer tokens x vocabulary, not positions x vocabulary). The summed loss is
+    divided by ``num_items_in_batch`` (the answer tokens of the whole accumulation window) or, without it, by this
+    batch's answer tokens.
+    """
+    flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions.to(hidden.device))
+    targets = targets.to(hidden.device)
+    if rows is None:
+        total = _slice_loss(flat, targets, head.weight, head.bias)
+    else:
+        total = flat.new_zeros((), dtype=torch.float32)
+        for start in range(0, flat.shape[0], rows):
+            total = total + checkpoint(_slice_loss, flat[start:start + rows], targets[start:start + rows],
+                                       head.weight, head.bias, use_reentrant=False)
+    if num_items_in_batch is None:
+        num_items_in_batch = targets.numel()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
 def chunked_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Linear,
                           num_items_in_batch=None, rows: int | None = None) -> torch.Tensor:
     """The causal-LM loss of ``hidden`` (``batch x time x width``) against ``labels`` (``batch x time``), slice by slice.
 
-    Position ``t`` predicts ``labels[:, t + 1]``; the summed loss is divided by ``num_items_in_batch`` (the answer
-    tokens of the whole accumulation window) or, without it, by this batch's answer tokens.
+    Position ``t`` predicts ``labels[:, t + 1]``; only positions with a trained label go through the head
+    (:func:`answer_cross_entropy`; finding them here reads the labels, a host sync on a GPU, so the training
+    step takes them from the collator instead).
     """
-    width = hidden.shape[-1]
-    flat = hidden[:, :-1].reshape(-1, width)
-    targets = labels[:, 1:].reshape(-1).to(flat.device)
-    rows = rows or chunk_rows(head.out_features)
-    total = flat.new_zeros((), dtype=torch.float32)
-    for start in range(0, flat.shape[0], rows):
-        total = total + checkpoint(_slice_loss, flat[start:start + rows], targets[start:start + rows], head.weight,
-                                   head.bias, use_reentrant=False)
-    if num_items_in_batch is None:
-        num_items_in_batch = (targets != IGNORE_INDEX).sum()
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
+    positions, targets = answer_positions(labels)
+    return answer_cross_entropy(hidden, positions, targets, head, num_items_in_batch,
+                                rows or chunk_rows(head.out_features))
 
 
 def use_chunked_loss(setting: str, model) -> bool:
@@ -148,3 +172,13 @@ def chunked_loss_choice(setting: str, model, notes: list[str]) -> bool:
                      f"({problem}); the loss is computed from whole logits")
         return False
     return True
+
+
+def answer_head_choice(model, chunked: bool) -> bool:
+    """Whether the training step runs the LM head on the answer positions only (:func:`answer_cross_entropy`).
+
+    Always with the chunked loss; otherwise wherever the same proof passes (a plain linear head whose loss is the
+    model's own). Where it does not, the step computes whole logits from the first trained column on: the same
+    loss, more work, so nothing to tell the user.
+    """
+    return chunked or (output_head(model) is not None and check_chunked_loss(model) is None)

@@ -34,7 +34,7 @@ from theta_ai.data import (
 from theta_ai.data.augmented import AugmentedDataset
 from theta_ai.data.mapping import DataReport
 from theta_ai.training.dry_run import describe_example, dry_run_report  # noqa: F401 (their old home)
-from theta_ai.training.loss import chunked_loss_choice
+from theta_ai.training.loss import answer_head_choice, chunked_loss_choice
 from theta_ai.data.formats import Example
 from theta_ai.errors import TrainingOOMError  # noqa: F401 (defined in errors.py)
 from theta_ai.model.load import LoadedModel, set_dropout
@@ -91,6 +91,7 @@ class PreparedRun:
     lock: RunLock | None = None  # this process's hold on the checkpoint folder (none in a dry run / other ranks)
     disk: CheckpointSizes | None = None
     chunked_loss: bool = False  # LM head + loss a slice of positions at a time (training/loss.py)
+    answer_head: bool = False  # the LM head on the answer positions only (training/loss.py)
     data_report: DataReport | None = None  # each file's layout and each source's examples (load_run_data)
 
     def close(self) -> None:
@@ -212,6 +213,7 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
                       resume_from, world_size(), notes, augmenter, trainer_dataset, lock,
                       checkpoint_sizes(loaded.model, cfg.epochs, cfg.save_total_limit))
     run.chunked_loss = chunked_loss_choice(cfg.chunked_loss, loaded.model, notes)
+    run.answer_head = answer_head_choice(loaded.model, run.chunked_loss)
     total_steps = run.steps_per_epoch * cfg.epochs
     if cfg.warmup_ratio is None and cfg.warmup_steps > total_steps:  # a ratio replaces the steps (training_args)
         notes.append(f"warmup {cfg.warmup_steps} steps is longer than the whole run ({total_steps:.0f} steps): "

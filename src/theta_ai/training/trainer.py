@@ -27,9 +27,10 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from theta_ai.data.collate import ANSWER_START, MARK_KEYS, REAL_TOKENS, mark_batch
+from theta_ai.data.collate import (ANSWER_POSITIONS, ANSWER_START, ANSWER_TARGETS, MARK_KEYS, REAL_TOKENS,
+                                   answer_positions, mark_batch)
 from theta_ai.training import checkpoints as ckpt
-from theta_ai.training.loss import chunked_cross_entropy, hidden_states_out
+from theta_ai.training.loss import answer_cross_entropy, chunk_rows, hidden_states_out
 from theta_ai.training.disk import DiskSpaceError, checkpoint_sizes, is_disk_full
 
 
@@ -108,7 +109,8 @@ class ThetaTrainer(Trainer):
     """
 
     def __init__(self, *args, run_info: dict | None = None, validation_jsonl: str = "",
-                 keep_checkpoints: int | None = None, chunked_loss: bool = False, **kwargs):
+                 keep_checkpoints: int | None = None, chunked_loss: bool = False, answer_head: bool = False,
+                 **kwargs):
         _name_causal_lm_loss(kwargs.get("model", args[0] if args else None))
         super().__init__(*args, **kwargs)
         self.run_info = run_info or {}
@@ -116,7 +118,8 @@ class ThetaTrainer(Trainer):
         self.keep_checkpoints = keep_checkpoints
         self.published: list[Path] = []
         self._real_tokens_pending = 0  # counted by compute_loss from the collator's marks, summed in log()
-        self.chunked_loss = chunked_loss
+        self.chunked_loss = chunked_loss  # the answer-token head in slices, recomputed in backward (training/loss)
+        self.answer_head = answer_head  # the LM head on the answer positions only (implied by chunked_loss)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the real tokens counted since the last log to ``state.num_input_tokens_seen``, then log.
@@ -141,30 +144,38 @@ class ThetaTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # The marks MarkedCollator computed on the CPU (data/collate.py); the model never sees them.
-        start, tokens = inputs.get(ANSWER_START), inputs.get(REAL_TOKENS)
-        if start is not None or tokens is not None:
+        marks = {k: inputs[k] for k in MARK_KEYS if k in inputs}
+        if marks:
             inputs = {k: v for k, v in inputs.items() if k not in MARK_KEYS}
-        if tokens is not None and model.training:
-            self._real_tokens_pending += tokens
+        if marks.get(REAL_TOKENS) is not None and model.training:
+            self._real_tokens_pending += marks[REAL_TOKENS]
         labels = inputs.get("labels")
         if (return_outputs or labels is None or labels.dim() != 2 or self.label_smoother is not None
-                or self.compute_loss_func is not None or not self._accepts_logits_to_keep()):
+                or self.compute_loss_func is not None):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if (self.answer_head or self.chunked_loss) and model.training:
+            positions, targets = marks.get(ANSWER_POSITIONS), marks.get(ANSWER_TARGETS)
+            if positions is None:  # a batch from another collator: find the answer positions here (a host sync)
+                positions, targets = answer_positions(labels)
+            return self._answer_head_loss(model, inputs, positions, targets, num_items_in_batch)
+        if not self._accepts_logits_to_keep():
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        start = marks.get(ANSWER_START)
         if start is None:  # a batch from another collator: find the first trained column here (a host sync)
             start = mark_batch({"labels": labels, "input_ids": labels})[ANSWER_START]
         if start > 0:  # logits at [start, T) predict labels (start, T]; labels[:, start] is -100 in every row
             inputs = {**inputs, "labels": labels[:, start:], "logits_to_keep": labels.shape[1] - start}
-        if self.chunked_loss and model.training:
-            return self._chunked_loss(model, inputs, num_items_in_batch)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
-    def _chunked_loss(self, model, inputs, num_items_in_batch):
+    def _answer_head_loss(self, model, inputs, positions, targets, num_items_in_batch):
         """Trainer's own compute_loss with a ``compute_loss_func`` (its public hook): Trainer takes the labels out,
         runs the model, whose head is the identity meanwhile, so its "logits" are the hidden states, and scales the
-        returned loss as for any loss function; the function applies the head slice by slice (training/loss.py)."""
+        returned loss as for any loss function; the function applies the head to the answer positions only, in
+        slices with the chunked loss (training/loss.py)."""
         with hidden_states_out(model) as head:
-            self.compute_loss_func = lambda outputs, labels, num_items_in_batch=None: chunked_cross_entropy(
-                outputs.logits, labels, head, num_items_in_batch)
+            rows = chunk_rows(head.out_features) if self.chunked_loss else None
+            self.compute_loss_func = lambda outputs, labels, num_items_in_batch=None: answer_cross_entropy(
+                outputs.logits, positions, targets, head, num_items_in_batch, rows)
             try:
                 return super().compute_loss(model, inputs, False, num_items_in_batch)
             finally:
