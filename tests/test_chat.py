@@ -1,5 +1,6 @@
 """theta-chat: a real subprocess with piped stdin on a theta-tiny model (qa template) and on a tiny Llama with a
-ChatML template, each trained here to know a two-turn conversation by heart; the session library underneath."""
+ChatML template, each trained here to know a two-turn conversation by heart (--prompt and the second usage error
+through theta-chat's main() in this process); the session library underneath."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli_eval import run_main
 from theta_fixtures import build_tiny_llama
 
 from theta_ai.data import Example, ExampleFormatter, PaddingCollator
@@ -73,7 +75,14 @@ def models(tmp_path_factory):
         return subprocess.run([str(BIN / "theta-chat"), "--model-path", str(root / folder), *args], input=stdin,
                               capture_output=True, text=True, timeout=120, env=env, cwd=root)
 
-    return type("Models", (), {"root": root, "chat": staticmethod(chat)})
+    def chat_main(folder: str, *args: str, capsys) -> subprocess.CompletedProcess:
+        """theta-chat's main() in this process, as ``chat`` runs it (no stdin)."""
+        from theta_ai.cli.chat import main
+
+        return run_main(main, "--model-path", str(root / folder), *args, capsys=capsys, cwd=root,
+                        env={"HF_HUB_OFFLINE": "1"})
+
+    return type("Models", (), {"root": root, "chat": staticmethod(chat), "main": staticmethod(chat_main)})
 
 
 @pytest.mark.parametrize("folder", ["tiny", "llama"])
@@ -89,16 +98,16 @@ def test_a_piped_conversation_answers_each_turn_with_the_history_and_resets(mode
 
 
 @pytest.mark.parametrize("folder", ["tiny", "llama"])
-def test_prompt_answers_once_for_scripts(models, folder):
-    result = models.chat(folder, "--prompt", Q3, "--max-new-tokens", "24")
+def test_prompt_answers_once_for_scripts(models, folder, capsys):
+    result = models.main(folder, "--prompt", Q3, "--max-new-tokens", "24", capsys=capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == f"{A3}\n"
 
 
-def test_usage_errors_are_one_line(models):
-    bad = models.chat("missing")
+def test_usage_errors_are_one_line(models, capsys):
+    bad = models.chat("missing")  # the real command
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("theta-chat: error: --model-path")
-    hot = models.chat("tiny", "--temperature", "-1", "--prompt", "x")
+    hot = models.main("tiny", "--temperature", "-1", "--prompt", "x", capsys=capsys)
     assert hot.returncode == 1 and "--temperature must not be negative" in hot.stderr
     assert "Traceback" not in bad.stderr + hot.stderr
 

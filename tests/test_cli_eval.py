@@ -1,12 +1,16 @@
-"""theta-eval end to end: train theta-tiny with the real theta-train, then run theta-eval as a subprocess,
-offline (HF_HUB_OFFLINE=1 and every network connection refused and logged)."""
+"""theta-eval end to end: train theta-tiny with the real theta-train, then run theta-eval as a subprocess (a
+successful run and a one-line error) and, for the other cases, through its ``main()`` in this process (no ~5-8 s
+of torch import per case), offline (HF_HUB_OFFLINE=1 and every network connection refused and logged)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -36,6 +40,62 @@ def _guarded_lookup(host, *args, **kwargs):
 socket.socket.connect = _guarded
 socket.getaddrinfo = _guarded_lookup
 """
+
+
+def run_main(main, *argv: str, capsys, cwd: Path | None = None, network_log: Path | None = None,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``main(argv)`` of a theta_ai command inside this process, read back like the command's own process.
+
+    The command's console handlers are created fresh, so they write to ``capsys``; a ``SystemExit`` (argparse,
+    --help) becomes the return code; it runs in ``cwd`` with ``env`` set; with ``network_log`` the sockets are
+    guarded as by :data:`NETWORK_GUARD`.
+    Everything else main() changes for its process is put back afterwards: logger handlers, levels and filters,
+    warning filters, library progress bars and the environment.
+    """
+    import transformers.utils.logging as hf_logging
+
+    from theta_ai.cli.common import RAW_LOGS_LOGGER
+
+    loggers = [logging.getLogger(name) for name in ("theta_ai", RAW_LOGS_LOGGER, "transformers", "py.warnings")]
+    saved = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in loggers]
+    filters = {handler: list(handler.filters) for logger in loggers for handler in logger.handlers}
+    for logger in loggers:  # a console handler of an earlier call would write to that call's captured stderr
+        for handler in [h for h in logger.handlers if getattr(h, "_theta_console", False)]:
+            logger.removeHandler(handler)
+    environ, bars, folder = dict(os.environ), hf_logging.is_progress_bar_enabled(), Path.cwd()
+    sockets = socket.socket.connect, socket.getaddrinfo
+    capsys.readouterr()
+    try:
+        os.chdir(cwd or folder)
+        os.environ.update(env or {})
+        if network_log is not None:
+            os.environ["THETA_NETWORK_LOG"] = str(network_log)
+            exec(NETWORK_GUARD, {})
+        with warnings.catch_warnings():
+            showwarning = warnings.showwarning
+            try:
+                code = main(list(argv))
+            except SystemExit as exit_:
+                code = 0 if exit_.code is None else exit_.code
+            finally:
+                if warnings.showwarning is not showwarning:  # attach_log_file captured the warnings
+                    logging.captureWarnings(False)
+    finally:
+        os.chdir(folder)
+        socket.socket.connect, socket.getaddrinfo = sockets
+        for logger, handlers, level, propagate in saved:
+            for handler in [h for h in logger.handlers if h not in handlers]:
+                logger.removeHandler(handler)
+                handler.close()
+            logger.handlers[:], logger.propagate = handlers, propagate
+            logger.setLevel(level)
+        for handler, kept in filters.items():
+            handler.filters[:] = kept
+        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+        os.environ.clear()
+        os.environ.update(environ)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(argv), code, out, err)
 
 
 def _records(n_countries: int) -> list[dict]:
@@ -73,7 +133,14 @@ def run(tmp_path_factory):
                     "--epochs", "2", "--batch-size", "8", "--grad-accum", "1", "--learning-rate", "3e-3",
                     "--warmup-steps", "2", "--checkpoint-dir", "m", "--logdir", "logs")
     assert trained.returncode == 0, trained.stderr[-3000:]
-    yield type("Run", (), {"root": root, "theta": staticmethod(theta), "val": val, "train": train, "log": log})
+    def theta_eval(*args: str, capsys) -> subprocess.CompletedProcess:
+        """theta-eval's main() in this process, in ``root``, offline and guarded as the subprocesses are."""
+        from theta_ai.cli.eval import main
+
+        return run_main(main, *args, capsys=capsys, cwd=root, network_log=log, env={"HF_HUB_OFFLINE": "1"})
+
+    yield type("Run", (), {"root": root, "theta": staticmethod(theta), "eval": staticmethod(theta_eval), "val": val,
+                           "train": train, "log": log})
     assert not log.exists(), f"network access attempted: {log.read_text()}"
 
 
@@ -86,7 +153,7 @@ def _one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_eval_defaults_to_the_stored_validation_set_and_is_deterministic(run):
+def test_eval_defaults_to_the_stored_validation_set_and_is_deterministic(run, capsys):
     model = run.root / "m" / "theta_final"
     first = run.theta("theta-eval", "--model-path", str(model), "--max-new-tokens", "24", "--batch-size", "3")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -111,18 +178,18 @@ def test_eval_defaults_to_the_stored_validation_set_and_is_deterministic(run):
     assert "ROUGE-L" in first.stdout and "categories:" in first.stdout and "eval_results.json" in first.stdout
     assert "generating" in first.stderr
 
-    second = run.theta("theta-eval", "--model-path", str(model), "--max-new-tokens", "24", "--batch-size", "3",
-                       "--output", "again")
+    second = run.eval("--model-path", str(model), "--max-new-tokens", "24", "--batch-size", "3", "--output", "again",
+                      capsys=capsys)  # a second, separate run: here, in the test process
     assert second.returncode == 0, second.stderr[-3000:]
     assert (run.root / "again" / "predictions.jsonl").read_bytes() == (out / "predictions.jsonl").read_bytes()
     again = json.loads((run.root / "again" / "eval_results.json").read_text())
     assert again["metrics"] == results["metrics"]
 
 
-def test_eval_epoch_checkpoint_with_data_and_tensorboard(run):
+def test_eval_epoch_checkpoint_with_data_and_tensorboard(run, capsys):
     model = run.root / "m" / "theta_checkpoint_epoch_1"
-    result = run.theta("theta-eval", "--model-path", str(model), "--data", "train.json", "val.json",
-                       "--num-examples", "2", "--max-new-tokens", "16", "--output", "epoch1", "--logdir", "tb")
+    result = run.eval("--model-path", str(model), "--data", "train.json", "val.json", "--num-examples", "2",
+                      "--max-new-tokens", "16", "--output", "epoch1", "--logdir", "tb", capsys=capsys)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((run.root / "epoch1" / "eval_results.json").read_text())
     assert results["num_examples"] == len(run.train) + len(run.val)
@@ -132,62 +199,62 @@ def test_eval_epoch_checkpoint_with_data_and_tensorboard(run):
     assert list((run.root / "tb").glob("events.out.tfevents.*"))
 
 
-def test_bad_model_paths_give_one_line(run):
-    missing = _one_line_error(run.theta("theta-eval", "--model-path", "no/such/folder"))
+def test_bad_model_paths_give_one_line(run, capsys):
+    missing = _one_line_error(run.theta("theta-eval", "--model-path", "no/such/folder"))  # the real command
     assert "does not exist" in missing
     (run.root / "empty").mkdir()
-    empty = _one_line_error(run.theta("theta-eval", "--model-path", "empty"))
+    empty = _one_line_error(run.eval("--model-path", "empty", capsys=capsys))
     assert "holds no model" in empty
-    parent = _one_line_error(run.theta("theta-eval", "--model-path", "m"))
+    parent = _one_line_error(run.eval("--model-path", "m", capsys=capsys))
     assert "theta_best" in parent  # the hint names the model folders inside
     (run.root / "broken").mkdir()
     (run.root / "broken" / "config.json").write_text("{ not json")
-    assert "broken" in _one_line_error(run.theta("theta-eval", "--model-path", "broken", "--data", "val.json"))
+    assert "broken" in _one_line_error(run.eval("--model-path", "broken", "--data", "val.json", capsys=capsys))
 
 
-def test_bad_data_gives_the_same_error_as_theta_train(run):
+def test_bad_data_gives_the_same_error_as_theta_train(run, capsys):
     from theta_ai.data import DataError, load_examples
 
     bad = run.root / "bad.jsonl"
     bad.write_text('{"question": "q?", "answer": "a."}\n{"question": "q2?", "answer": ""}\n')
     with pytest.raises(DataError) as expected:
         load_examples([str(bad)])
-    line = _one_line_error(run.theta("theta-eval", "--model-path", "m/theta_final", "--data", str(bad)))
+    line = _one_line_error(run.eval("--model-path", "m/theta_final", "--data", str(bad), capsys=capsys))
     assert line == f"theta-eval: error: {expected.value}"
     assert 'line 2, field "answer"' in line
 
 
-def test_sample_data_paths_work_as_in_theta_train(run):
+def test_sample_data_paths_work_as_in_theta_train(run, capsys):
     """--data sample:NAME: the data bundled in the package, as theta-train reads it (it was "does not exist")."""
-    result = run.theta("theta-eval", "--model-path", "m/theta_final", "--data", "sample:theta_sample_val.json",
-                       "--max-examples", "3", "--max-new-tokens", "4", "--output", "sample_eval")
+    result = run.eval("--model-path", "m/theta_final", "--data", "sample:theta_sample_val.json", "--max-examples", "3",
+                      "--max-new-tokens", "4", "--output", "sample_eval", capsys=capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((run.root / "sample_eval" / "eval_results.json").read_text())["num_examples"] == 3
-    unknown = _one_line_error(run.theta("theta-eval", "--model-path", "m/theta_final", "--data", "sample:nope.json"))
+    unknown = _one_line_error(run.eval("--model-path", "m/theta_final", "--data", "sample:nope.json", capsys=capsys))
     assert unknown.startswith("theta-eval: error: --data: ") and "theta_sample_val.json" in unknown
 
 
-def test_usage_errors(run):
-    result = run.theta("theta-eval", "--model-path", "m/theta_final", "--bach-size", "4")
+def test_usage_errors(run, capsys):
+    result = run.eval("--model-path", "m/theta_final", "--bach-size", "4", capsys=capsys)
     assert result.returncode == 2 and "did you mean --batch-size" in result.stderr
-    result = run.theta("theta-eval", "--model-path", "m/theta_final", "--max-new-tokens", "0")
+    result = run.eval("--model-path", "m/theta_final", "--max-new-tokens", "0", capsys=capsys)
     assert result.returncode == 2 and "must be at least 1" in result.stderr
-    result = run.theta("theta-eval", "--help")
+    result = run.eval("--help", capsys=capsys)
     assert result.returncode == 0 and "--model-path" in result.stdout and "--max-new-tokens" in result.stdout
 
 
-def test_field_and_role_maps_read_other_layouts_as_in_theta_train(run):
+def test_field_and_role_maps_read_other_layouts_as_in_theta_train(run, capsys):
     """--field-map / --role-map: a file whose turns lie under "exchanges" with a "bot" role evaluates as it trains."""
     dialogues = [{"title": f"t{i}", "exchanges": [{"role": "user", "content": v["question"]},
                                                   {"role": "bot", "content": v["answer"]}]} for i, v in enumerate(run.val)]
     (run.root / "dialogues.json").write_text(json.dumps(dialogues))
-    result = run.theta("theta-eval", "--model-path", "m/theta_final", "--data", "dialogues.json",
-                       "--field-map", "conversations=exchanges", "--role-map", "bot=assistant",
-                       "--max-new-tokens", "4", "--output", "mapped")
+    result = run.eval("--model-path", "m/theta_final", "--data", "dialogues.json", "--field-map",
+                      "conversations=exchanges", "--role-map", "bot=assistant", "--max-new-tokens", "4", "--output",
+                      "mapped", capsys=capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in (run.root / "mapped" / "predictions.jsonl").read_text().splitlines()]
     assert [(r["question"], r["reference"]) for r in rows] == [(v["question"], v["answer"]) for v in run.val]
-    bad = _one_line_error(run.theta("theta-eval", "--model-path", "m/theta_final", "--data", "dialogues.json",
-                                    "--role-map", "assistant=bot"))
+    bad = _one_line_error(run.eval("--model-path", "m/theta_final", "--data", "dialogues.json", "--role-map",
+                                   "assistant=bot", capsys=capsys))
     assert bad == ("theta-eval: error: --role-map 'assistant=bot': 'bot' is not a theta role (the right side is one "
                    "of system, user, assistant: FILE=THETA); write it the other way round: bot=assistant")

@@ -34,6 +34,15 @@ def run(args: list[str], cwd: Path, module: str = "theta_ai.cli.train") -> str:
     return console
 
 
+def sample_subset(name: str, count: int, path: Path) -> Path:
+    """The first ``count`` records of the shipped sample file ``name``: the quick start's data, fewer steps."""
+    from theta_ai import sample_path
+
+    records = json.loads(sample_path(name).read_text(encoding="utf-8"))
+    path.write_text(json.dumps(records[:count]), encoding="utf-8")
+    return path
+
+
 def long_example(path: Path) -> Path:
     """One answer far over the model's 512 positions: transformers' tokenizer warns, theta_ai counts the cut."""
     rng = random.Random(0)
@@ -47,11 +56,15 @@ def long_example(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("console")
-    data = ["--data", "sample:theta_sample_train.json", "--data", str(long_example(tmp / "long.json"))]
+    # 24 + 1 training examples: 7 steps per epoch at the preset's batch 4, so a loss is logged every 2 steps
+    train = sample_subset("theta_sample_train.json", 24, tmp / "train.json")
+    small = ["--data", str(train), "--val-data", str(sample_subset("theta_sample_val.json", 12, tmp / "val.json")),
+             "--logging-steps", "2"]
+    data = [*small, "--data", str(long_example(tmp / "long.json"))]
     quiet = run(["--preset", "cpu-quickstart", "--epochs", "2", "--precision", "fp16", *data], tmp)
     # LoRA: peft reads transformers' deprecated is_gradient_checkpointing (a FutureWarning), in training and eval
     loud = run(["--preset", "cpu-quickstart", "--epochs", "1", "--lora", "--checkpoint-dir", "lora", "--verbose",
-                "--logdir", "lora_logs"], tmp)
+                "--logdir", "lora_logs", *small], tmp)
     model = str(tmp / "lora" / "theta_best")
     eval_quiet = run(["--model-path", model, "--max-examples", "8"], tmp, "theta_ai.cli.eval")
     eval_loud = run(["--model-path", model, "--max-examples", "8", "--verbose"], tmp, "theta_ai.cli.eval")

@@ -4,6 +4,8 @@ The test writes its own GGUF with the ``gguf`` package: a tiny Llama (2 layers, 
 weights stored as Q8_0 blocks, the rest as F32) with a byte-level BPE tokenizer and a ChatML template in the
 metadata, the way llama.cpp's converter lays them out (q/k rows permuted for its rotary layout). Checkpoints of a
 GGUF run are plain safetensors folders; LoRA on a GGUF base saves the dequantized base to ``theta_base/``.
+theta-train and theta-eval run as subprocesses once each on the GGUF file; the other command lines run the
+commands' ``main()`` in this process.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from test_cli_eval import run_main
 from theta_ai.errors import ModelLoadError
 from theta_fixtures import CHATML, qa_records, write_json
 
@@ -120,12 +123,19 @@ def run(tmp_path_factory):
     expected = write_tiny_gguf(gguf_file, texts * 3)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 
-    def theta(tool: str, *args: str, wrapper: str | None = None) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-c", wrapper, *args] if wrapper else [str(BIN / tool), *args]
-        return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=240)
+    def theta(tool: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / tool), *args], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=240)
+
+    def main(tool: str, *args: str, capsys) -> subprocess.CompletedProcess:
+        """The command's main() in this process, in ``root`` and offline, read back as from ``theta``."""
+        from theta_ai.cli import eval as theta_eval, train as theta_train
+
+        command = {"theta-train": theta_train.main, "theta-eval": theta_eval.main}[tool]
+        return run_main(command, *args, capsys=capsys, cwd=root, env={"HF_HUB_OFFLINE": "1"})
 
     return type("Run", (), {"root": root, "file": gguf_file, "folder": root / "one", "expected": expected,
-                            "theta": staticmethod(theta)})
+                            "theta": staticmethod(theta), "main": staticmethod(main)})
 
 
 def _train_args(model: str, checkpoint_dir: str, *extra: str) -> list[str]:
@@ -259,11 +269,11 @@ def test_theta_eval_on_a_gguf_file(run):
     assert results["num_examples"] == 4 and "rougeL" in results["metrics"]
 
 
-def test_lora_on_a_gguf_base_evaluates_and_merges(run):
+def test_lora_on_a_gguf_base_evaluates_and_merges(run, capsys):
     import torch
     from transformers import AutoModelForCausalLM
 
-    result = run.theta("theta-train", *_train_args(str(run.folder), "lora", "--lora", "--lora-r", "4"))
+    result = run.main("theta-train", *_train_args(str(run.folder), "lora", "--lora", "--lora-r", "4"), capsys=capsys)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(_notes(result.stderr)) == 1
     base = run.root / "lora" / "theta_base"
@@ -275,12 +285,12 @@ def test_lora_on_a_gguf_base_evaluates_and_merges(run):
         assert torch.equal(tensor, run.expected[key]), key
     assert not list((run.root / "lora").rglob("*.gguf"))
 
-    evaluated = run.theta("theta-eval", "--model-path", str(final), "--max-new-tokens", "8")
+    evaluated = run.main("theta-eval", "--model-path", str(final), "--max-new-tokens", "8", capsys=capsys)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert not _notes(evaluated.stderr)  # the base is a safetensors folder now
     assert (final / "eval" / "eval_results.json").is_file()
 
-    merged = run.theta("theta-train", "--merge-lora", str(final), "--output", "merged")
+    merged = run.main("theta-train", "--merge-lora", str(final), "--output", "merged", capsys=capsys)
     assert merged.returncode == 0, merged.stderr[-3000:]
     model = AutoModelForCausalLM.from_pretrained(run.root / "merged")
     assert set(model.state_dict()) == set(run.expected)
@@ -288,23 +298,20 @@ def test_lora_on_a_gguf_base_evaluates_and_merges(run):
                            run.expected["model.layers.0.self_attn.q_proj.weight"])  # the adapter is merged in
 
 
-MISSING_GGUF = ("import sys; sys.modules['gguf'] = None\n"  # `import gguf` now raises ImportError, as when absent
-                "from theta_ai.cli.train import main\nsys.exit(main(sys.argv[1:]))")
-
-
-def test_missing_gguf_package_is_one_line_naming_the_extra(run):
-    result = run.theta("theta-train", *_train_args(str(run.file), "nogguf", "--dry-run"), wrapper=MISSING_GGUF)
+def test_missing_gguf_package_is_one_line_naming_the_extra(run, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gguf", None)  # `import gguf` now raises ImportError, as when absent
+    result = run.main("theta-train", *_train_args(str(run.file), "nogguf", "--dry-run"), capsys=capsys)
     line = _one_line_error(result, "theta-train")
     assert "tiny-q8_0.gguf" in line and "gguf package" in line and 'pip install "theta_ai[gguf]"' in line
     assert not (run.root / "nogguf").exists()
 
 
-def test_the_planner_reads_the_config_a_gguf_file_carries(run):
+def test_the_planner_reads_the_config_a_gguf_file_carries(run, capsys):
     """--plan on a .gguf: the memory estimate from the file's own config (no tensor is dequantized)."""
     from theta_ai.planner.models import model_config
 
     config = model_config(str(run.file))
     assert (type(config).__name__, config.hidden_size, config.num_hidden_layers) == ("LlamaConfig", 64, 2)
-    result = run.theta("theta-train", "--model-name", str(run.file), "--plan", "--gpu-memory", "12GiB")
+    result = run.main("theta-train", "--model-name", str(run.file), "--plan", "--gpu-memory", "12GiB", capsys=capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "estimated peak" in result.stdout + result.stderr

@@ -7,13 +7,11 @@ everything around it (Trainer, the retry, the planner's numbers from the real mo
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 
+from test_cli_eval import run_main
 from theta_ai.config import resolve_config
 from theta_ai.training.trainer import ThetaTrainer
 from theta_ai.training.run import TrainingOOMError, train
@@ -36,7 +34,7 @@ def oom_above_batch_2(monkeypatch):
 
 
 def test_auto_batch_size_halves_the_batch_and_keeps_the_effective_batch(tmp_path, oom_above_batch_2, caplog):
-    values = tiny_train_config(tmp_path, batch_size=8, grad_accum=1, epochs=1.0, auto_batch_size=True)
+    values = tiny_train_config(tmp_path, n=16, batch_size=8, grad_accum=1, epochs=1.0, auto_batch_size=True)
     result = train(resolve_config(values))
     retries = [r.message for r in caplog.records if "--auto-batch-size retries" in r.message]
     assert retries == [
@@ -47,7 +45,7 @@ def test_auto_batch_size_halves_the_batch_and_keeps_the_effective_batch(tmp_path
     args = torch.load(result.final_dir / "training_args.bin", weights_only=False)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 4)
     state = json.loads((result.checkpoints[0] / "trainer_state.json").read_text())
-    assert state["global_step"] == 6  # 48 examples / effective batch 8
+    assert state["global_step"] == 2  # 16 examples / effective batch 8
 
 
 def test_without_auto_batch_size_the_run_stops_with_advice(tmp_path, oom_above_batch_2):
@@ -61,21 +59,17 @@ def test_without_auto_batch_size_the_run_stops_with_advice(tmp_path, oom_above_b
     assert not list((tmp_path / "models").glob("theta_checkpoint_*"))
 
 
-def test_cli_prints_one_line_not_a_traceback(tmp_path):
+def test_cli_prints_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """theta-train's main() in this process (tests/test_train.py runs the real command's one-line error)."""
+    from theta_ai.cli.train import main
+
+    def step(self, model, inputs, num_items_in_batch=None):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test double)")
+
+    monkeypatch.setattr(ThetaTrainer, "training_step", step)
     write_json(tmp_path / "train.json", qa_records(24))
-    script = tmp_path / "run_with_oom.py"
-    script.write_text(textwrap.dedent("""
-        import sys, torch
-        from theta_ai.training.trainer import ThetaTrainer
-        def step(self, model, inputs, num_items_in_batch=None):
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test double)")
-        ThetaTrainer.training_step = step
-        from theta_ai.cli.train import main
-        sys.exit(main(sys.argv[1:]))
-    """))
-    proc = subprocess.run([sys.executable, str(script), "--data", "train.json", "--model-name", "theta-tiny",
-                           "--epochs", "1", "--max-seq-length", "64"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    proc = run_main(main, "--data", "train.json", "--model-name", "theta-tiny", "--epochs", "1", "--max-seq-length",
+                    "64", capsys=capsys, cwd=tmp_path)
     assert proc.returncode == 1
     errors = [line[line.index("theta-train: error:"):] for line in proc.stderr.splitlines() if "theta-train: error:" in line]
     assert len(errors) == 1 and errors[0].startswith("theta-train: error: CUDA out of memory at batch 4 x accumulation 4")
@@ -106,7 +100,8 @@ def test_the_retry_starts_after_the_failed_attempt_let_go_of_its_model(tmp_path,
                 self.optimizers.append(weakref.ref(optimizer))
 
     seen = SeeWhatIsAlive()
-    cfg = resolve_config(tiny_train_config(tmp_path, batch_size=4, grad_accum=1, epochs=1.0, auto_batch_size=True))
+    cfg = resolve_config(tiny_train_config(tmp_path, n=16, batch_size=4, grad_accum=1, epochs=1.0,
+                                           auto_batch_size=True))
     run = prepare_run(cfg)  # held here for the whole call, as cli/train.py holds it
     train(cfg, prepared=run, callbacks=[seen])
     assert seen.alive_at_start == [[], [False, False]]  # attempt 2 began with attempt 1's model and optimizer gone

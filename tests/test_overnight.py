@@ -35,7 +35,7 @@ exec "{python}" -m theta_ai.cli.train "$@"
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_overnight_script_restarts_with_resume_auto(tmp_path):
-    write_json(tmp_path / "train.json", qa_records(40))
+    write_json(tmp_path / "train.json", qa_records(16))  # 2 steps per epoch at batch 8
     wrapper = tmp_path / "crash_once.sh"
     wrapper.write_text(CRASH_ONCE.format(python=sys.executable))
     wrapper.chmod(0o755)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from test_cli_eval import run_main
 from theta_ai.config import ConfigError, resolve_config
 from theta_ai.training.run import prepare_run, train
 from theta_fixtures import build_tiny_llama, qa_records, tiny_train_config, write_json
@@ -116,7 +117,7 @@ def test_existing_checkpoints_are_never_mixed_with_a_new_run(two_epoch_run):
 def test_load_checkpoint_starts_a_fresh_run_from_its_weights(two_epoch_run, tmp_path):
     tmp, _ = two_epoch_run
     source = tmp / "models" / "theta_checkpoint_epoch_1"
-    values = tiny_train_config(tmp_path, load_checkpoint=str(source), epochs=1.0)
+    values = tiny_train_config(tmp_path, n=16, load_checkpoint=str(source), epochs=1.0)
     run = prepare_run(resolve_config(values))
     loaded = run.loaded.model.state_dict()
     for key, tensor in weights(source).items():
@@ -124,7 +125,7 @@ def test_load_checkpoint_starts_a_fresh_run_from_its_weights(two_epoch_run, tmp_
     result = train(run.cfg, prepared=run)
     state = json.loads((result.checkpoints[0] / "trainer_state.json").read_text())
     assert result.checkpoints[0].name == "theta_checkpoint_epoch_1"
-    assert state["global_step"] == run.steps_per_epoch  # a fresh schedule, not step 6 + 6
+    assert run.steps_per_epoch == 2 and state["global_step"] == 2  # a fresh schedule, not step 6 + 2
     assert not same_weights(result.final_dir, source)
 
 
@@ -140,7 +141,7 @@ def test_load_checkpoint_into_a_folder_with_another_run_moves_aside(two_epoch_ru
 
 
 def test_save_total_limit_keeps_the_best(tmp_path):
-    values = tiny_train_config(tmp_path, epochs=3.0, save_total_limit=1)
+    values = tiny_train_config(tmp_path, n=16, epochs=3.0, save_total_limit=1)
     result = train(resolve_config(values))
     names = sorted(p.name for p in (tmp_path / "models").iterdir())
     assert names == ["theta_best", "theta_checkpoint_epoch_3", "theta_final"]
@@ -164,7 +165,7 @@ def test_crash_leftovers_are_cleaned_and_an_interrupted_best_restored(tmp_path):
 
 
 def test_packing_trains_one_epoch(tmp_path):
-    result = train(resolve_config(tiny_train_config(tmp_path, epochs=1.0, packing=True)))
+    result = train(resolve_config(tiny_train_config(tmp_path, n=16, epochs=1.0, packing=True)))
     assert [p.name for p in result.checkpoints] == ["theta_checkpoint_epoch_1"]
 
 
@@ -174,7 +175,7 @@ def test_llama_with_chat_template_trains_and_reloads(tmp_path):
     records = qa_records(32)
     texts = [f"{r['question']} {r['answer']}" for r in records] * 2 + ["<|im_start|>user\n<|im_start|>assistant\n"]
     model_dir = build_tiny_llama(tmp_path / "llama", texts)
-    values = tiny_train_config(tmp_path, model_name=str(model_dir), epochs=1.0, learning_rate=1e-3)
+    values = tiny_train_config(tmp_path, n=16, model_name=str(model_dir), epochs=1.0, learning_rate=1e-3)
     run = prepare_run(resolve_config(values))
     assert run.formatter.template == "chat"
     row = run.formatter.encode(run.train_examples[0])
@@ -186,6 +187,7 @@ def test_llama_with_chat_template_trains_and_reloads(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the command line
+# One real theta-train process (the one-line error); the other cases run its main() in this process.
 
 
 def _theta_train(*args, cwd):
@@ -194,10 +196,16 @@ def _theta_train(*args, cwd):
                           cwd=cwd, timeout=300, env=env)
 
 
-def test_cli_dry_run_prints_plan_and_label_mask(tmp_path):
+def _theta_train_main(*args, cwd, capsys):
+    from theta_ai.cli.train import main
+
+    return run_main(main, *args, capsys=capsys, cwd=cwd, env={"HF_HUB_OFFLINE": "1"})
+
+
+def test_cli_dry_run_prints_plan_and_label_mask(tmp_path, capsys):
     write_json(tmp_path / "train.json", qa_records(20))
-    proc = _theta_train("--data", "train.json", "--model-name", "theta-tiny", "--dry-run", "--precision", "fp16",
-                        cwd=tmp_path)
+    proc = _theta_train_main("--data", "train.json", "--model-name", "theta-tiny", "--dry-run", "--precision", "fp16",
+                             cwd=tmp_path, capsys=capsys)
     assert proc.returncode == 0, proc.stderr
     assert "precision fp16: fp16 mixed precision needs a CUDA GPU; this run uses fp32 on the CPU" in proc.stderr
     assert "effective batch 16 = 4 per device x 4 accumulation x 1 process(es)" in proc.stderr
@@ -214,12 +222,12 @@ def test_cli_missing_data_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_trains_with_yaml_and_flags(tmp_path):
+def test_cli_trains_with_yaml_and_flags(tmp_path, capsys):
     write_json(tmp_path / "train.json", qa_records(24))
     (tmp_path / "run.yaml").write_text("model_name: theta-tiny\nbatch_size: 8\ngrad_accum: 1\nepochs: 3\n"
                                        "warmup_steps: 1\nlearning_rate: 0.002\nmax_seq_length: 64\n")
-    proc = _theta_train("--config", "run.yaml", "--data", "train.json", "--epochs", "1", "--checkpoint-dir", "out",
-                        cwd=tmp_path)
+    proc = _theta_train_main("--config", "run.yaml", "--data", "train.json", "--epochs", "1", "--checkpoint-dir",
+                             "out", cwd=tmp_path, capsys=capsys)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "theta_best", "theta_checkpoint_epoch_1", "theta_final"]  # --epochs 1 beat the YAML's 3

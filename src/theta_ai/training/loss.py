@@ -133,9 +133,30 @@ def use_chunked_loss(setting: str, model) -> bool:
     return int(_causal_lm(model).config.vocab_size) >= AUTO_MIN_VOCAB
 
 
+def name_causal_lm_loss(model) -> None:
+    """Give a causal LM whose ``loss_type`` is None the name of the loss it already uses, ``ForCausalLM``.
+
+    Why (checked against transformers 5.24.0): ``PreTrainedModel`` derives ``loss_type`` from the class name, so
+    ``GPT2LMHeadModel`` (GPT-2, theta-tiny) gets None; its ``loss_function`` then falls back to ``ForCausalLMLoss``
+    (with a warning), but Trainer's ``__init__`` reads the None as "this loss does not shift labels" and counts
+    ``num_items_in_batch`` over ``labels`` instead of ``labels[..., 1:]``. Each row's first label, never a
+    prediction target, was counted: with ``--train-on-prompt`` the loss was divided by targets + rows.
+    Naming the loss changes nothing else (``LOSS_MAPPING["ForCausalLM"]`` is the fallback itself);
+    tests/test_families.py fails when the count is wrong again.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model's transformers model
+    if (base is not None and getattr(base, "loss_type", "") is None
+            and not getattr(getattr(base, "config", None), "is_encoder_decoder", False)
+            and type(base).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()):
+        base.loss_type = "ForCausalLM"
+
+
 def check_chunked_loss(model, rtol: float = 1e-4) -> str | None:
     """Prove on the real model that the chunked loss is the model's own; None when it is, else why not."""
     base = _causal_lm(model)
+    name_causal_lm_loss(base)  # what ThetaTrainer does anyway; unnamed, transformers warns on the labelled forward
     vocab = int(base.config.vocab_size)
     generator = torch.Generator().manual_seed(0)
     device = next(base.parameters()).device

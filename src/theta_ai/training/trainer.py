@@ -6,14 +6,16 @@ and the validation examples, fsyncs it, and renames it to ``theta_checkpoint_epo
 ``theta_checkpoint_step_S`` when a stop request saved in the middle of an epoch). Before writing,
 free disk space is checked against the size of the previous checkpoint.
 
-One speed-up, exact by construction: the language-model head (for GPT-2 a 50,257-wide matmul, most of
-a small model's FLOPs) is skipped on the leading columns where no row of the batch has an answer label,
-through the ``logits_to_keep`` argument that transformers' causal LMs accept; the loss is unchanged
-because those positions carry label -100 anyway.
+One speed-up, exact by construction: in training, the language-model head (for GPT-2 a 50,257-wide matmul,
+most of a small model's FLOPs) runs only on the positions that predict an answer token, listed by the
+collator on the CPU (``answer_head``; training/loss.py, in slices with ``chunked_loss``). Where the start-up
+proof of that path fails, and in evaluation, the head is skipped on the leading columns where no row of the
+batch has an answer label, through the ``logits_to_keep`` argument that transformers' causal LMs accept. The
+loss is unchanged either way: the skipped positions carry label -100.
 
 One correction: a causal LM that transformers leaves without a ``loss_type`` (GPT-2) is given the name of the
 loss it uses, so that Trainer counts the loss normaliser ``num_items_in_batch`` over prediction targets only
-(:func:`_name_causal_lm_loss`).
+(:func:`name_causal_lm_loss`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from theta_ai.data.collate import (ANSWER_POSITIONS, ANSWER_START, ANSWER_TARGETS, MARK_KEYS, REAL_TOKENS,
                                    answer_positions, mark_batch)
 from theta_ai.training import checkpoints as ckpt
-from theta_ai.training.loss import answer_cross_entropy, chunk_rows, hidden_states_out
+from theta_ai.training.loss import answer_cross_entropy, chunk_rows, hidden_states_out, name_causal_lm_loss
 from theta_ai.training.disk import DiskSpaceError, checkpoint_sizes, is_disk_full
 
 
@@ -79,26 +81,6 @@ class SamplerEpochCallback(TrainerCallback):
         self.sampler.set_epoch(int((state.epoch or 0) + 1e-9))
 
 
-def _name_causal_lm_loss(model) -> None:
-    """Give a causal LM whose ``loss_type`` is None the name of the loss it already uses, ``ForCausalLM``.
-
-    Why (checked against transformers 5.24.0): ``PreTrainedModel`` derives ``loss_type`` from the class name, so
-    ``GPT2LMHeadModel`` (GPT-2, theta-tiny) gets None; its ``loss_function`` then falls back to ``ForCausalLMLoss``
-    (with a warning), but Trainer's ``__init__`` reads the None as "this loss does not shift labels" and counts
-    ``num_items_in_batch`` over ``labels`` instead of ``labels[..., 1:]``. Each row's first label, never a
-    prediction target, was counted: with ``--train-on-prompt`` the loss was divided by targets + rows.
-    Naming the loss changes nothing else (``LOSS_MAPPING["ForCausalLM"]`` is the fallback itself);
-    tests/test_families.py fails when the count is wrong again.
-    """
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model's transformers model
-    if (base is not None and getattr(base, "loss_type", "") is None
-            and not getattr(getattr(base, "config", None), "is_encoder_decoder", False)
-            and type(base).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()):
-        base.loss_type = "ForCausalLM"
-
-
 class ThetaTrainer(Trainer):
     """A Trainer whose checkpoints are published atomically as ``theta_checkpoint_epoch_N``.
 
@@ -111,7 +93,7 @@ class ThetaTrainer(Trainer):
     def __init__(self, *args, run_info: dict | None = None, validation_jsonl: str = "",
                  keep_checkpoints: int | None = None, chunked_loss: bool = False, answer_head: bool = False,
                  **kwargs):
-        _name_causal_lm_loss(kwargs.get("model", args[0] if args else None))
+        name_causal_lm_loss(kwargs.get("model", args[0] if args else None))
         super().__init__(*args, **kwargs)
         self.run_info = run_info or {}
         self.validation_jsonl = validation_jsonl
