@@ -154,3 +154,13 @@ logging.getLogger("theta_ai").warning("a theta_ai warning")
     assert "[theta] warning: a theta_ai warning" in console
     log = (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
     assert "a brand-new FutureWarning" in log and "a theta_ai warning" in log
+
+
+def test_merge_lora_console_is_as_quiet_as_training(runs):
+    """--merge-lora returned before the console was set up: peft's harmless FutureWarning and the library's
+    "Loading weights" bars reached the console there."""
+    tmp = runs[0]
+    console = run(["--merge-lora", str(tmp / "lora" / "theta_best"), "--output", str(tmp / "merged")], tmp)
+    for message in NOISE:
+        assert message not in console, (message, console[-2000:])
+    assert (tmp / "merged" / "model.safetensors").is_file()

@@ -111,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     values.pop("local_rank", None)
     merge_from, merge_to = values.pop("merge_lora", None), values.pop("output", None)
     if merge_from is not None:
-        return run_guarded("theta-train", lambda: merge_command(merge_from, merge_to))
+        verbose = bool(values.get("verbose"))
+
+        def merge() -> int:
+            configure_console(verbose)  # the same quiet console as training: no library bars, no harmless notes
+            return merge_command(merge_from, merge_to)
+
+        return run_guarded("theta-train", merge)
 
     def body() -> int:
         from theta_ai.config import resolve_config
