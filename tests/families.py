@@ -11,9 +11,10 @@ each a real-world case); every helper here skips the calling test, naming the mi
 
 The tokenizers are exactly as shipped, as a user's downloaded model folder would hold them: GPT-2 and Llama 3
 have no pad token (theta_ai's ``load_tokenizer`` sets pad = EOS when it loads a folder), Qwen3 pads with
-``<|endoftext|>`` and Gemma 3 with ``<pad>``. The tiny models: 2 layers, width 64, vocabulary ``len(tokenizer)``,
-the family's usual ``tie_word_embeddings`` (:data:`TIED`), the family's default dropout (GPT-2: 0.1, the others
-none; theta-train's ``--dropout 0`` turns it off), fp32, seeded.
+``<|endoftext|>`` and Gemma 3 with ``<pad>``. The tiny models: 2 layers, width 64 (:data:`WIDTH`; 32 with two
+heads for the 128k-262k vocabularies of Llama 3, Qwen3 and Gemma 3, whose embedding and LM head dominate every step),
+vocabulary ``len(tokenizer)``, the family's usual ``tie_word_embeddings`` (:data:`TIED`), the family's default
+dropout (GPT-2: 0.1, the others none; theta-train's ``--dropout 0`` turns it off), fp32, seeded.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ _DECODER_TARGETS = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj
 LORA_TARGETS = {"gpt2": frozenset({"c_attn", "c_proj", "c_fc"}), "llama3": _DECODER_TARGETS, "qwen3": _DECODER_TARGETS,
                 "gemma3": _DECODER_TARGETS}
 
-WIDTH, LAYERS = 64, 2
+LAYERS = 2
+# Width (hidden size), in attention heads of 16 dimensions each. At width 64 Llama 3's untied 128k-token embedding
+# and head are 16.4M parameters, Qwen3's tied 151k 9.7M and Gemma 3's tied 262k 16.8M, most of every step's
+# time: width 32 halves them.
+WIDTH = {"gpt2": 64, "llama3": 32, "qwen3": 32, "gemma3": 32}
+HEAD_DIM = 16
 
 
 def tokenizer_dir(name: str) -> Path:
@@ -74,17 +80,20 @@ def family_config(name: str, tokenizer):
 
     ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=TIED[name])
+    width = WIDTH[name]
+    heads = width // HEAD_DIM
     if name == "gpt2":
-        return GPT2Config(n_embd=WIDTH, n_layer=LAYERS, n_head=4, n_positions=512, **ids)
-    decoder = dict(hidden_size=WIDTH, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                   num_key_value_heads=2, head_dim=16, max_position_embeddings=512, **ids)
+        return GPT2Config(n_embd=width, n_layer=LAYERS, n_head=heads, n_positions=512, **ids)
+    # grouped-query attention: half as many key/value heads as query heads
+    decoder = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=LAYERS, num_attention_heads=heads,
+                   num_key_value_heads=heads // 2, head_dim=HEAD_DIM, max_position_embeddings=512, **ids)
     if name == "llama3":
         return LlamaConfig(rope_theta=500000.0, **decoder)
     if name == "qwen3":
         return Qwen3Config(**decoder)
     # Gemma 3: one sliding-window layer and one global layer (the real models alternate 5:1); a window shorter
     # than the longer training rows, so the sliding mask really applies
-    return Gemma3TextConfig(query_pre_attn_scalar=16, sliding_window=32,
+    return Gemma3TextConfig(query_pre_attn_scalar=HEAD_DIM, sliding_window=32,
                             layer_types=["sliding_attention", "full_attention"], **decoder)
 
 

@@ -269,10 +269,14 @@ def _truncate_optimizer(folder: Path) -> str:
 
 @pytest.mark.parametrize("damage", [_truncate, _drop_state, _truncate_optimizer])
 def test_resume_auto_skips_a_damaged_newest_checkpoint(uninterrupted, tmp_path, damage):
-    values = tiny_train_config(tmp_path, epochs=3.0)
-    train(resolve_config(values))
+    import shutil
+
+    values = tiny_train_config(tmp_path, epochs=3.0)  # the uninterrupted run's settings and data, in tmp_path
     models = tmp_path / "models"
-    shutil_rmtree(models / "theta_final")
+    # what that run left, but for theta_final: a copy of the uninterrupted run's checkpoints (the same run)
+    shutil.copytree(uninterrupted.checkpoint_dir, models, ignore=shutil.ignore_patterns("theta_final"))
+    assert listing(models) == ["theta_best", "theta_checkpoint_epoch_1", "theta_checkpoint_epoch_2",
+                               "theta_checkpoint_epoch_3"]
     problem = damage(models / "theta_checkpoint_epoch_3")
     run = prepare_run(resolve_config(dict(values, resume="auto")))
     assert run.resume_from == models / "theta_checkpoint_epoch_2"
@@ -282,12 +286,6 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint(uninterrupted, tmp_path, 
     resumed = train(run.cfg, prepared=run)
     assert same_weights(resumed.final_dir, uninterrupted.final_dir)
     assert ckpt.checkpoint_problem(models / "theta_checkpoint_epoch_3") is None  # rewritten whole
-
-
-def shutil_rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path)
 
 
 def test_safetensors_check_reads_headers_only(tmp_path):

@@ -129,6 +129,12 @@ def tiny_values(tmp: Path, **overrides) -> dict:
     return values
 
 
+def recorder_values(tmp: Path, **overrides) -> dict:
+    """The recorder runs' settings: :func:`tiny_values` without the generated answers at each evaluation (these
+    runs check shards, losses, weights and resuming; the CLI runs below keep the default ``--generation-eval``)."""
+    return tiny_values(tmp, generation_eval=0, **overrides)
+
+
 # ---------------------------------------------------------------------------- the recorder (worker side)
 
 
@@ -204,7 +210,7 @@ def run_recorder(tmp: Path, values: dict, out_dir: Path, sigterm_step: int | Non
 def recorder_runs(tmp_path_factory):
     """An uninterrupted two-process run, then the same run resumed from its epoch-1 checkpoint."""
     tmp = tmp_path_factory.mktemp("ddp")
-    values = tiny_values(tmp)
+    values = recorder_values(tmp)
     fresh = run_recorder(tmp, values, tmp / "record_fresh")
     models = tmp / "models"
     listing = sorted(p.name for p in models.iterdir())
@@ -286,7 +292,7 @@ def test_stop_mid_epoch_then_resume_replays_the_length_grouped_order_exactly(rec
     for rec in fresh:  # the two epochs' orders differ where the resume lands, so a wrong epoch seed shows
         assert rec["batches"][replayed] != rec["batches"][same_place_first_epoch]
 
-    values = tiny_values(tmp_path)
+    values = recorder_values(tmp_path)
     stopped = run_recorder(tmp_path, values, tmp_path / "record_stopped", sigterm_step=stop_at - 1)
     models = tmp_path / "models"
     assert sorted(p.name for p in models.iterdir()) == ["theta_best", "theta_checkpoint_epoch_1",
@@ -359,7 +365,7 @@ def test_resume_with_another_world_size_is_refused(recorder_runs, monkeypatch):
 
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
-    values = dict(tiny_values(recorder_runs["tmp"]), resume="auto")
+    values = recorder_values(recorder_runs["tmp"], resume="auto")
     with pytest.raises(ConfigError, match=r"2-process run .* 1 process"):
         prepare_run(resolve_config(values))
 
@@ -368,6 +374,7 @@ def test_resume_with_another_world_size_is_refused(recorder_runs, monkeypatch):
 
 
 def test_torchrun_cli(tmp_path):
+    """theta-train under torchrun with the default settings, the generated answers at each evaluation included."""
     values = tiny_values(tmp_path)
     proc = launch(torchrun("-m", "theta_ai.cli.train", *cli_args(values)), cwd=tmp_path)
     out = output_of(proc)
@@ -381,7 +388,7 @@ def test_torchrun_cli(tmp_path):
 def test_legacy_torch_distributed_launch(tmp_path):
     """``python -m torch.distributed.launch ... --distributed``: deprecated, still shipped; it adds --local-rank=N."""
     pytest.importorskip("torch.distributed.launch", reason="torch.distributed.launch was removed: use torchrun")
-    values = tiny_values(tmp_path, epochs=1.0)
+    values = tiny_values(tmp_path, epochs=1.0, generation_eval=0)  # generated answers: test_torchrun_cli's run
     cmd = [sys.executable, "-m", "torch.distributed.launch", "--standalone", f"--nproc_per_node={WORLD}",
            "-m", "theta_ai.cli.train", *cli_args(values), "--distributed"]
     out = output_of(launch(cmd, cwd=tmp_path))
@@ -394,7 +401,7 @@ def test_accelerate_launch_with_the_ddp_config(tmp_path):
 
     Not ``accelerate launch --cpu --num_processes 2``: accelerate's --cpu uses its one-process launcher.
     """
-    values = tiny_values(tmp_path, epochs=1.0)
+    values = tiny_values(tmp_path, epochs=1.0, generation_eval=0)  # generated answers: test_torchrun_cli's run
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / "ddp_2gpu.yaml"),
            "--main_process_port", str(free_port()), "-m", "theta_ai.cli.train", *cli_args(values)]
     out = output_of(launch(cmd, cwd=tmp_path))

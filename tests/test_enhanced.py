@@ -265,7 +265,7 @@ def test_enhanced_overnight_script_runs(tmp_path):
     proc = subprocess.run(
         ["bash", str(ROOT / "examples" / "train_overnight_enhanced.sh"), "--data", "train.json", "--model-name",
          "theta-tiny", "--epochs", "2", "--batch-size", "8", "--grad-accum", "1", "--warmup-steps", "1",
-         "--learning-rate", "0.002", "--max-seq-length", "64"],
+         "--learning-rate", "0.002", "--max-seq-length", "64", "--generation-eval", "0"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = next((tmp_path / "logs").glob("overnight_rtx3060-enhanced_*.log")).read_text()

@@ -63,16 +63,39 @@ def _state(model) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------- one library training step
 
 
+_EPOCH_RUNS: dict = {}
+
+
+def _one_epoch_run(family: str, data: dict, tmp_path_factory) -> dict:
+    """theta_ai's library run of one epoch (4 examples, batch 4: one optimizer step) on the family's model folder,
+    with its epoch checkpoint; run once per family and shared by the two tests below (the training step's own
+    checks and theta-eval on its checkpoint). Holds the prepared run, the weights before the step and the result."""
+    if family not in _EPOCH_RUNS:
+        from theta_ai.training.run import prepare_run, train
+
+        tmp = tmp_path_factory.mktemp(f"epoch_{family}")
+        cfg = _config(tmp, family_model_dir(family, tmp_path_factory), data)
+        run = prepare_run(cfg)
+        before = _state(run.loaded.model)
+        embed_before = run.loaded.model.get_input_embeddings().weight.detach().clone()
+        result = train(cfg, prepared=run)
+        _EPOCH_RUNS[family] = {"run": run, "before": before, "embed_before": embed_before, "result": result,
+                               "models": tmp / "models"}
+    return _EPOCH_RUNS[family]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forget_epoch_runs():
+    yield
+    _EPOCH_RUNS.clear()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_one_training_step_masks_prompts_and_moves_the_weights(family, data, tmp_path, tmp_path_factory):
+def test_one_training_step_masks_prompts_and_moves_the_weights(family, data, tmp_path_factory):
     from safetensors.torch import load_file
 
-    from theta_ai.training.run import prepare_run, train
-
-    model_dir = family_model_dir(family, tmp_path_factory)
-    cfg = _config(tmp_path, model_dir, data, training_args={"max_steps": 1, "eval_strategy": "no",
-                                                             "save_strategy": "no"})
-    run = prepare_run(cfg)
+    shared = _one_epoch_run(family, data, tmp_path_factory)
+    run, before, result = shared["run"], shared["before"], shared["result"]
     assert run.formatter.template == ("qa" if family == "gpt2" else "chat")
     assert len(run.train_dataset) == 4
     for row in run.train_dataset:
@@ -82,15 +105,14 @@ def test_one_training_step_masks_prompts_and_moves_the_weights(family, data, tmp
         assert -100 in labels and any(label != -100 for label in labels), labels
         # the targets are the input ids themselves, by position
         assert all(label in (-100, token) for label, token in zip(labels, row["input_ids"]))
-    before = _state(run.loaded.model)
-    embed_before = run.loaded.model.get_input_embeddings().weight.detach().clone()
-    result = train(cfg, prepared=run)
+    state = json.loads((shared["models"] / "theta_checkpoint_epoch_1" / "trainer_state.json").read_text())
+    assert state["global_step"] == 1  # one optimizer step
     assert math.isfinite(result.metrics["train_loss"]) and result.metrics["train_loss"] > 0
     after = load_file(str(result.final_dir / "model.safetensors"))  # theta_final, as saved
     assert after.keys() <= before.keys()
     assert [k for k in after if not torch.equal(after[k], before[k])], "no saved weight changed"
     assert all(torch.isfinite(t).all() for t in after.values())
-    assert not torch.equal(run.loaded.model.get_input_embeddings().weight.detach(), embed_before)
+    assert not torch.equal(run.loaded.model.get_input_embeddings().weight.detach(), shared["embed_before"])
 
 
 # ---------------------------------------------------------------------------- gradient accumulation
@@ -250,18 +272,12 @@ def _check_eval_results(results: dict, family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_theta_eval_on_a_theta_train_checkpoint(family, data, tmp_path, tmp_path_factory):
-    """theta-train's checkpoint of each family, evaluated by theta-eval's library core (the CLI: the test below)."""
-    from theta_ai.config import resolve_config
+    """theta-train's checkpoint of each family (the one-epoch run above), evaluated by theta-eval's library core
+    (the CLI: the test below)."""
     from theta_ai.eval.runner import EvalSettings, evaluate_model, write_outputs
-    from theta_ai.training.run import train
 
-    model_dir = family_model_dir(family, tmp_path_factory)
-    train(resolve_config({"data": [str(data["train"])], "val_data": [str(data["val"])], "model_name": str(model_dir),
-                          "epochs": 1.0, "batch_size": 4, "grad_accum": 1, "warmup_steps": 0, "max_seq_length": 256,
-                          "generation_eval": 0, "grad_log_steps": 0, "checkpoint_dir": str(tmp_path / "m"),
-                          "logdir": str(tmp_path / "logs")}))
-    result = evaluate_model(tmp_path / "m" / "theta_checkpoint_epoch_1", None,
-                            EvalSettings(batch_size=2, max_new_tokens=4))
+    models = _one_epoch_run(family, data, tmp_path_factory)["models"]
+    result = evaluate_model(models / "theta_checkpoint_epoch_1", None, EvalSettings(batch_size=2, max_new_tokens=4))
     paths = write_outputs(result, tmp_path / "eval")
     _check_eval_results(json.loads(paths["results"].read_text()), family)
     assert len(paths["predictions"].read_text().splitlines()) == 2

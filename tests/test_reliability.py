@@ -106,11 +106,16 @@ def _wait_for(predicate, proc, timeout=120.0):
 
 
 def test_sigkill_at_awkward_moments_then_resume_matches(tmp_path):
+    """Two theta-train processes killed with SIGKILL, then ``--resume auto``; the uninterrupted reference and the
+    last resume are the same settings run by the library in this process (only the killed runs need their own)."""
     write_json(tmp_path / "train.json", qa_records(48))
     args = ["--data", "train.json", "--model-name", "theta-tiny", "--epochs", "3", "--batch-size", "4",
-            "--grad-accum", "1", "--warmup-steps", "2", "--learning-rate", "0.002", "--max-seq-length", "64"]
-    full = _cli(args + ["--checkpoint-dir", "full"], tmp_path)
-    assert full.wait(timeout=300) == 0, full.stderr.read()
+            "--grad-accum", "1", "--warmup-steps", "2", "--learning-rate", "0.002", "--max-seq-length", "64",
+            "--generation-eval", "0"]
+    values = {"data": [str(tmp_path / "train.json")], "model_name": "theta-tiny", "epochs": 3.0, "batch_size": 4,
+              "grad_accum": 1, "warmup_steps": 2, "learning_rate": 0.002, "max_seq_length": 64,
+              "generation_eval": 0}  # = args
+    train(resolve_config(dict(values, checkpoint_dir=str(tmp_path / "full"), logdir=str(tmp_path / "full_logs"))))
 
     models = tmp_path / "models"
     # 1) kill -9 the moment Trainer starts writing the first checkpoint (or just after, if the write was quick)
@@ -126,9 +131,9 @@ def test_sigkill_at_awkward_moments_then_resume_matches(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     # 3) resume to the end
-    proc = _cli(args + ["--resume", "auto"], tmp_path)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    resumed = train(resolve_config(dict(values, checkpoint_dir=str(models), logdir=str(tmp_path / "logs"),
+                                        resume="auto")))
+    assert resumed.stopped_by is None and resumed.final_dir == models / "theta_final"
     assert not [p for p in models.iterdir() if p.name.startswith("checkpoint-") or p.name.endswith((".old", ".incomplete"))]
     assert same_weights(models / "theta_final", tmp_path / "full" / "theta_final")
     assert same_weights(models / "theta_best", tmp_path / "full" / "theta_best")
@@ -137,7 +142,7 @@ def test_sigkill_at_awkward_moments_then_resume_matches(tmp_path):
 def test_cli_sigterm_exits_143_with_a_resume_hint(tmp_path):
     write_json(tmp_path / "train.json", qa_records(48))
     proc = _cli(["--data", "train.json", "--model-name", "theta-tiny", "--epochs", "50", "--batch-size", "2",
-                 "--grad-accum", "1", "--max-seq-length", "64"], tmp_path)
+                 "--grad-accum", "1", "--max-seq-length", "64", "--generation-eval", "0"], tmp_path)
     assert _wait_for(lambda: (tmp_path / "models" / "theta_checkpoint_epoch_1").exists(), proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
