@@ -278,6 +278,7 @@ def test_resume_with_the_same_world_size_is_bit_exact(recorder_runs):
     assert file_digest(models / "theta_final") == recorder_runs["final_digest"]
 
 
+@pytest.mark.extended
 def test_stop_mid_epoch_then_resume_replays_the_length_grouped_order_exactly(recorder_runs, tmp_path):
     """SIGTERM on rank 0 in the middle of the second epoch -> theta_checkpoint_step_9 -> ``resume="auto"``.
 
@@ -385,6 +386,7 @@ def test_torchrun_cli(tmp_path):
     assert (run_folder / "train.log").read_text().count(BANNER_BATCH) == 1  # and the run log: rank 0
 
 
+@pytest.mark.extended
 def test_legacy_torch_distributed_launch(tmp_path):
     """``python -m torch.distributed.launch ... --distributed``: deprecated, still shipped; it adds --local-rank=N."""
     pytest.importorskip("torch.distributed.launch", reason="torch.distributed.launch was removed: use torchrun")

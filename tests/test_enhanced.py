@@ -259,6 +259,7 @@ def test_spike_guard_rolls_back_to_a_sharded_best(tmp_path, caplog, monkeypatch)
 # ---------------------------------------------------------------------------- the enhanced preset
 
 
+@pytest.mark.extended
 def test_enhanced_overnight_script_runs(tmp_path):
     write_json(tmp_path / "train.json", qa_records(40))
     env = dict(os.environ, THETA_TRAIN=f"{sys.executable} -m theta_ai.cli.train", RESTART_DELAY="0")

@@ -146,7 +146,8 @@ def uninterrupted(tmp_path_factory):
     return tmp / "models"
 
 
-@pytest.mark.parametrize("fault", ["best-swap", "final-save", "evaluation"])
+@pytest.mark.parametrize("fault", [pytest.param("best-swap", marks=pytest.mark.extended), "final-save",
+                                   pytest.param("evaluation", marks=pytest.mark.extended)])
 def test_kill_9_then_resume_auto_ends_like_an_uninterrupted_run(uninterrupted, tmp_path, fault):
     values = values_for(tmp_path)
     killed = run_script(values, fault, tmp_path)

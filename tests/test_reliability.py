@@ -105,6 +105,7 @@ def _wait_for(predicate, proc, timeout=120.0):
     return predicate()
 
 
+@pytest.mark.extended
 def test_sigkill_at_awkward_moments_then_resume_matches(tmp_path):
     """Two theta-train processes killed with SIGKILL, then ``--resume auto``; the uninterrupted reference and the
     last resume are the same settings run by the library in this process (only the killed runs need their own)."""
