@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_cli_eval import run_main
+from cli_runner import run_main
 from theta_fixtures import build_tiny_llama
 
 from theta_ai.data import Example, ExampleFormatter, PaddingCollator

@@ -89,8 +89,8 @@ def test_a_dry_run_writes_nothing_and_says_what_recovery_would_do(tmp_path):
                           capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # no logs/, no theta_base/
-    assert f"--dry-run: would remove incomplete checkpoint models/checkpoint-3 (a crash interrupted its save)" in proc.stderr
-    assert f"--dry-run: would restore models/theta_best from theta_best.old" in proc.stderr
+    assert "--dry-run: would remove incomplete checkpoint models/checkpoint-3 (a crash interrupted its save)" in proc.stderr
+    assert "--dry-run: would restore models/theta_best from theta_best.old" in proc.stderr
 
 
 # ---------------------------------------------------------------------------- what theta_best holds

@@ -83,14 +83,16 @@ def test_auto_uses_it_for_large_vocabularies_only():
 
 def test_a_head_that_is_not_a_plain_linear_map_fails_the_proof_and_the_run_says_so():
     """Logit soft-capping (Gemma 2 style) after the head: the slices would skip it, so the plain loss is kept."""
-    from theta_ai.training.loss import chunked_loss_choice
+    from theta_ai.training.loss import loss_path_choice
 
     model, _ = tiny_family_model("gemma3")
     model.config.final_logit_softcapping = 5.0
     assert check_chunked_loss(model) == "its logits are soft-capped after the head (final_logit_softcapping=5.0)"
     notes: list[str] = []
-    assert chunked_loss_choice("on", model, notes) is False
-    assert len(notes) == 1 and notes[0].startswith("--chunked-loss on: the slice-by-slice loss differs from this model")
+    assert loss_path_choice("on", model, notes) == (False, False)
+    assert notes == ["--chunked-loss on: the slice-by-slice loss differs from this model's own (its logits are "
+                     "soft-capped after the head (final_logit_softcapping=5.0)); the loss is computed from whole logits"]
+    assert loss_path_choice("off", model, notes) == (False, False) and len(notes) == 1  # not asked for: no note
 
 
 def test_training_runs_the_head_on_answer_positions_wherever_the_proof_passes(tmp_path):
@@ -99,12 +101,14 @@ def test_training_runs_the_head_on_answer_positions_wherever_the_proof_passes(tm
     from theta_fixtures import tiny_train_config
 
     from theta_ai.config import resolve_config
-    from theta_ai.training.loss import answer_head_choice
+    from theta_ai.training.loss import loss_path_choice
     from theta_ai.training.run import prepare_run
 
     run = prepare_run(resolve_config(tiny_train_config(tmp_path, n=16)))
     assert (run.answer_head, run.chunked_loss) == (True, False)
     capped, _ = tiny_family_model("gemma3")
     capped.config.final_logit_softcapping = 5.0
-    assert answer_head_choice(capped, chunked=False) is False
-    assert answer_head_choice(capped, chunked=True) is True  # chunked_loss_choice proved it (or refused) already
+    assert loss_path_choice("auto", capped, []) == (False, False)
+    plain, _ = tiny_family_model("gemma3")  # 262k vocabulary: auto slices it
+    assert loss_path_choice("auto", plain, []) == (True, True)
+    assert loss_path_choice("off", plain, []) == (False, True)

@@ -287,7 +287,7 @@ def test_theta_eval_on_a_theta_train_checkpoint(family, data, tmp_path, tmp_path
 @pytest.mark.extended
 def test_theta_train_and_theta_eval_commands_touch_no_network(data, tmp_path, tmp_path_factory):
     """The two commands as a user runs them, on a real tokenizer's model, with every network call trapped."""
-    from test_cli_eval import NETWORK_GUARD
+    from cli_runner import NETWORK_GUARD
 
     family = "gpt2"
     model_dir = family_model_dir(family, tmp_path_factory)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli_eval import run_main
+from cli_runner import run_main
 from theta_ai.errors import ModelLoadError
 from theta_fixtures import CHATML, qa_records, write_json
 

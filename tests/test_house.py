@@ -122,6 +122,18 @@ def test_errors_and_config_import_nothing_heavy():
     assert out.strip() == "[]"
 
 
+def test_a_data_mistake_is_reported_before_the_training_libraries_load(tmp_path):
+    """theta-train reads and checks the data before importing torch/transformers (10-25 s on a small machine)."""
+    (tmp_path / "bad.json").write_text('[{"question": "What is X?"}]')
+    code = ("import sys\nfrom theta_ai.cli.train import main\n"
+            "rc = main(['--data', 'bad.json', '--model-name', 'theta-tiny'])\n"
+            "print(rc, sorted(m for m in ('torch', 'transformers', 'datasets', 'peft', 'accelerate') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.stdout.strip() == "1 []", proc.stderr
+    assert proc.stderr.strip() == ('theta-train: error: bad.json, record index 0, field "answer": is missing or null. '
+                                   "Fix: give the answer as a non-empty string.")
+
+
 def test_help_is_fast():
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "theta_ai.cli.train", "--help"], capture_output=True, check=True, timeout=60)

@@ -63,6 +63,10 @@ def test_only_the_adapter_trains(tmp_path):
     trainable = {n for n, p in run.loaded.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     assert "LoRA r=4" in run.loaded.source
+    total = sum(p.numel() for p in run.loaded.model.parameters())
+    train_count = sum(p.numel() for n, p in run.loaded.model.named_parameters() if n in trainable)
+    assert run.banner()[0].startswith(f"theta-train: preset rtx3060, model theta-tiny + LoRA r=4 ({total / 1e6:.2f}M "
+                                      f"parameters, {train_count / 1e6:.2f}M of them train), template ")
 
 
 def test_lora_resume_matches_an_uninterrupted_run(lora_run, tmp_path):
@@ -175,7 +179,7 @@ def test_lora_resume_keeps_the_saved_adapter_configuration(lora_run, tmp_path, f
     run = prepare_run(cfg)
     assert (f"--resume: the checkpoint's LoRA adapter was trained with {SAVED_LORA}; it resumes with those "
             f"(ignored: {ignored})") in run.notes
-    assert "LoRA r=8 " in run.loaded.source
+    assert run.loaded.source.endswith("LoRA r=8")
     resumed = train(cfg, prepared=run)
     saved = json.loads((resumed.final_dir / "adapter_config.json").read_text())
     expected = json.loads((full.final_dir / "adapter_config.json").read_text())

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_runner import NETWORK_GUARD
+
 from theta_ai import metrics as M
 from theta_ai.metrics import text as T
 
@@ -170,25 +172,6 @@ def test_evaluate_load_from_local_path_with_the_network_blocked(monkeypatch):
     assert attempts == []
 
 
-NETWORK_GUARD = """
-import os, socket
-_connect = socket.socket.connect
-def _guarded(self, address, *args, **kwargs):
-    if self.family == getattr(socket, "AF_UNIX", None):
-        return _connect(self, address, *args, **kwargs)
-    with open(os.environ["THETA_NETWORK_LOG"], "a") as log:
-        log.write(repr(address) + "\\n")
-    raise OSError("network access blocked by the theta_ai tests")
-_getaddrinfo = socket.getaddrinfo
-def _guarded_lookup(host, *args, **kwargs):
-    if host in (None, "", "localhost", "127.0.0.1", "::1"):
-        return _getaddrinfo(host, *args, **kwargs)
-    with open(os.environ["THETA_NETWORK_LOG"], "a") as log:
-        log.write(repr(host) + "\\n")
-    raise socket.gaierror("network access blocked by the theta_ai tests")
-socket.socket.connect = _guarded
-socket.getaddrinfo = _guarded_lookup
-"""
 
 
 def test_evaluate_load_in_a_fresh_process_without_offline_flags(tmp_path):

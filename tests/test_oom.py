@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from test_cli_eval import run_main
+from cli_runner import run_main
 from theta_ai.config import resolve_config
 from theta_ai.training.trainer import ThetaTrainer
 from theta_ai.training.run import TrainingOOMError, train

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_cli_eval import run_main
+from cli_runner import run_main
 from theta_ai.config import ConfigError, resolve_config
 from theta_ai.training.run import prepare_run, train
 from theta_fixtures import build_tiny_llama, qa_records, tiny_train_config, write_json

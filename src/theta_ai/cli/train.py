@@ -121,21 +121,27 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from theta_ai.config import resolve_config
-        from theta_ai.training.setup import is_main_process
-        from theta_ai.training.dry_run import dry_run_report
-        from theta_ai.training.run import prepare_run, train
+        from theta_ai.config.launch import is_main_process
+        from theta_ai.training.inputs import read_run_inputs
 
         logger = setup_logging()
         if not is_main_process():
             logger.setLevel(logging.WARNING)  # rank 0 prints the banner and progress lines, once
         cfg = resolve_config(values, preset=preset, config_file=config_file)
-        configure_console(cfg.verbose)
         if cfg.plan:
             from theta_ai.planner import plan_report
 
+            configure_console(cfg.verbose)
             print("\n".join(plan_report(cfg, cfg.gpu_memory)))
             return 0
-        run = prepare_run(cfg)
+        # The data is read and checked before torch and transformers are imported (10-25 s on a small machine),
+        # so a mistake in a path or a record is reported at once.
+        inputs = read_run_inputs(cfg)
+        configure_console(cfg.verbose)
+        from theta_ai.training.dry_run import dry_run_report
+        from theta_ai.training.run import prepare_run, train
+
+        run = prepare_run(cfg, inputs)
         if not cfg.dry_run and is_main_process():  # another rank would open a second logs/<run> folder
             attach_log_file(run.log_dir / "train.log")
         for note in run.notes:

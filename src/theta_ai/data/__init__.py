@@ -1,16 +1,34 @@
-"""The data pipeline: files -> Examples -> validation reports -> token ids -> batches."""
+"""The data pipeline: files -> Examples -> validation reports -> token ids -> batches.
 
-from theta_ai.data.collate import (MarkedCollator, PaddingCollator, PackingUnsupportedError, check_packing_isolation,
-                                   mark_batch, packing_collator)
-from theta_ai.data.formats import Example, LoadResult, load_examples, read_file, record_to_example
-from theta_ai.data.mapping import DataMaps, DataReport, FileReport, Source, mix, parse_maps, parse_source
-from theta_ai.data.tokenize import IGNORE_INDEX, ExampleFormatter, FormatStats, TemplateError, resolve_template
-from theta_ai.data.validate import DataError, OverlapReport, SkippedItem, find_duplicates, find_leakage, summarize_skipped
+Names are imported lazily: reading and validating files (``formats``, ``mapping``, ``validate``) is plain
+Python, and importing them must not pull in torch through ``collate`` or ``tokenize``, so that theta-train
+reports a data mistake before the training libraries load.
+"""
 
-__all__ = [
-    "IGNORE_INDEX", "DataError", "DataMaps", "DataReport", "Example", "ExampleFormatter", "FileReport", "FormatStats",
-    "LoadResult", "MarkedCollator", "OverlapReport", "PackingUnsupportedError", "PaddingCollator", "SkippedItem",
-    "Source", "TemplateError", "check_packing_isolation", "find_duplicates", "find_leakage", "load_examples",
-    "mark_batch", "mix", "packing_collator", "parse_maps", "parse_source", "read_file", "record_to_example",
-    "resolve_template", "summarize_skipped",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    **dict.fromkeys(["MarkedCollator", "PaddingCollator", "PackingUnsupportedError", "check_packing_isolation",
+                     "mark_batch", "packing_collator"], "collate"),
+    **dict.fromkeys(["Example", "LoadResult", "load_examples", "read_file", "record_to_example"], "formats"),
+    **dict.fromkeys(["DataMaps", "DataReport", "FileReport", "Source", "mix", "parse_maps", "parse_source"], "mapping"),
+    **dict.fromkeys(["IGNORE_INDEX", "ExampleFormatter", "FormatStats", "TemplateError", "resolve_template"],
+                    "tokenize"),
+    **dict.fromkeys(["DataError", "OverlapReport", "SkippedItem", "find_duplicates", "find_leakage",
+                     "summarize_skipped"], "validate"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'theta_ai.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,20 +1,26 @@
-"""Chunked cross-entropy: the LM head and the loss, a slice of positions at a time, so a batch's logits never exist.
+"""The training loss on answer tokens only: the LM head runs where an answer token is predicted, and, for
+large vocabularies, a slice of those positions at a time, so a batch's logits never exist at once.
 
-For Qwen's 151,669-token vocabulary, batch 4 x 512 tokens of fp32 logits is 1.2 GB before the backward pass
-doubles it: a tenth of a 12 GB card. Here the model runs with its LM head replaced by the identity (its output
-is then the final hidden states), and :func:`chunked_cross_entropy` applies the head weight to
-``CHUNK_BYTES`` worth of positions at a time under ``torch.utils.checkpoint``: each slice's logits are made,
-turned into a summed loss and freed; the backward pass makes them again, one slice at a time. What autograd
-keeps is the hidden states (``positions x width``), not ``positions x vocabulary``. The price is one more
-LM-head matmul per step (the recomputation), which is why ``--chunked-loss auto`` uses it only for vocabularies
-of :data:`AUTO_MIN_VOCAB` tokens and more, where the logits dominate memory.
+The answer-token head (every model whose head passes the proof below): the collator lists, on the CPU, the
+positions whose next token is an answer token (:func:`theta_ai.data.collate.answer_positions`); the model runs
+with its LM head replaced by the identity (its output is then the final hidden states) and
+:func:`answer_cross_entropy` applies the head weight to those positions only. Prompt, padding and the last
+position make no logits at all, which is most of a chat example's positions.
 
-The loss is the model's own ``ForCausalLM`` loss (shift by one, fp32 logits, sum over answer tokens divided by
-``num_items_in_batch``), so it agrees with the plain path to rounding; :func:`check_chunked_loss` proves that on
+The chunked loss (``--chunked-loss``): for Qwen's 151,669-token vocabulary, batch 4 x 512 tokens of fp32 logits
+is 1.2 GB before the backward pass doubles it: a tenth of a 12 GB card. :func:`chunked_cross_entropy` applies
+the head to ``CHUNK_BYTES`` worth of answer positions at a time under ``torch.utils.checkpoint``: each slice's
+logits are made, turned into a summed loss and freed; the backward pass makes them again, one slice at a time.
+What autograd keeps is the hidden states (``positions x width``), not ``positions x vocabulary``. The price is
+one more LM-head matmul per step (the recomputation), which is why ``--chunked-loss auto`` uses it only for
+vocabularies of :data:`AUTO_MIN_VOCAB` tokens and more, where the logits dominate memory.
+
+Both are the model's own ``ForCausalLM`` loss (shift by one, fp32 logits, sum over answer tokens divided by
+``num_items_in_batch``), so they agree with the plain path to rounding; :func:`check_chunked_loss` proves that on
 the real model before training (a head that does more than a linear map, like Gemma 2's logit soft-capping,
-fails the proof and the plain path is used, with a one-line note).
+fails the proof: whole logits are computed from the first trained position on, with a one-line note when the
+user asked for the chunked loss).
 """
-
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -185,26 +191,25 @@ def check_chunked_loss(model, rtol: float = 1e-4) -> str | None:
     return None
 
 
-def chunked_loss_choice(setting: str, model, notes: list[str]) -> bool:
-    """Whether this run computes the loss in slices (``--chunked-loss``), after proving it on the model."""
-    if not use_chunked_loss(setting, model):
+def loss_path_choice(setting: str, model, notes: list[str]) -> tuple[bool, bool]:
+    """``(chunked, answer_head)``: how this run's training step computes the loss, decided once, after one proof.
+
+    ``answer_head``: the LM head runs on the answer positions only (:func:`answer_cross_entropy`), wherever the
+    model's head is a plain linear layer whose loss is the model's own (:func:`check_chunked_loss`). ``chunked``
+    (``--chunked-loss``, :func:`use_chunked_loss`): those positions a slice at a time. Where the proof fails, the
+    step computes whole logits from the first trained position on: the same loss with more work, which is said in
+    one line only when the user asked for the chunked loss.
+    """
+    wanted = use_chunked_loss(setting, model)
+    if output_head(model) is None:
         if setting == "on":
             notes.append("--chunked-loss on: the model's LM head is not a plain linear layer; the loss is computed "
                          "from whole logits")
-        return False
+        return False, False
     problem = check_chunked_loss(model)
     if problem is not None:
-        notes.append(f"--chunked-loss {setting}: the slice-by-slice loss differs from this model's own "
-                     f"({problem}); the loss is computed from whole logits")
-        return False
-    return True
-
-
-def answer_head_choice(model, chunked: bool) -> bool:
-    """Whether the training step runs the LM head on the answer positions only (:func:`answer_cross_entropy`).
-
-    Always with the chunked loss; otherwise wherever the same proof passes (a plain linear head whose loss is the
-    model's own). Where it does not, the step computes whole logits from the first trained column on: the same
-    loss, more work, so nothing to tell the user.
-    """
-    return chunked or (output_head(model) is not None and check_chunked_loss(model) is None)
+        if wanted:
+            notes.append(f"--chunked-loss {setting}: the slice-by-slice loss differs from this model's own "
+                         f"({problem}); the loss is computed from whole logits")
+        return False, False
+    return wanted, True

@@ -34,7 +34,7 @@ from theta_ai.data import (
 from theta_ai.data.augmented import AugmentedDataset
 from theta_ai.data.mapping import DataReport
 from theta_ai.training.dry_run import describe_example, dry_run_report  # noqa: F401 (their old home)
-from theta_ai.training.loss import answer_head_choice, chunked_loss_choice
+from theta_ai.training.loss import loss_path_choice
 from theta_ai.data.formats import Example
 from theta_ai.errors import TrainingOOMError  # noqa: F401 (defined in errors.py)
 from theta_ai.model.load import LoadedModel, set_dropout
@@ -48,6 +48,7 @@ from theta_ai.training.disk import (
     checkpoint_sizes,
     is_disk_full,
 )
+from theta_ai.training.inputs import RunInputs, read_run_inputs
 from theta_ai.training.lock import RunLock, acquire
 from theta_ai.training.setup import (
     checkpoint_folder,
@@ -55,8 +56,6 @@ from theta_ai.training.setup import (
     describe_device,
     examples_to_jsonl,  # noqa: F401 (re-exported)
     is_main_process,
-    kbit_request,
-    load_run_data,
     load_run_model,
     resume_checkpoint,
     run_log_dir,
@@ -117,9 +116,12 @@ class PreparedRun:
     def banner(self) -> list[str]:
         args = self.training_args
         precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
+        total = sum(p.numel() for p in self.loaded.model.parameters())
+        trainable = sum(p.numel() for p in self.loaded.model.parameters() if p.requires_grad)
+        counts = f"{total / 1e6:.2f}M parameters" + (f", {trainable / 1e6:.2f}M of them train" if trainable < total else "")
         return [
-            f"theta-train: preset {self.cfg.preset}, model {self.loaded.source} "
-            f"({sum(p.numel() for p in self.loaded.model.parameters()) / 1e6:.2f}M parameters), template {self.formatter.template}",
+            f"theta-train: preset {self.cfg.preset}, model {self.loaded.source} ({counts}), "
+            f"template {self.formatter.template}",
             f"device {describe_device()}, precision {precision}, world size {self.world_size}",
             f"effective batch {self.effective_batch} = {self.cfg.batch_size} per device x {self.cfg.grad_accum} "
             f"accumulation x {self.world_size} process(es)",
@@ -145,12 +147,15 @@ class TrainResult:
     last_checkpoint: Path | None = None
 
 
-def prepare_run(cfg: ThetaConfig) -> PreparedRun:
-    """Load and check data, model and arguments; no training step is taken."""
-    notes: list[str] = []
-    kbit_request(cfg)  # --load-in-4bit/8bit: refused before any data is read when this run cannot honour it
-    data_report = DataReport()
-    train_examples, val_examples = load_run_data(cfg, notes, data_report)
+def prepare_run(cfg: ThetaConfig, inputs: RunInputs | None = None) -> PreparedRun:
+    """Load and check data, model and arguments; no training step is taken.
+
+    ``inputs``: the data already read by :func:`theta_ai.training.inputs.read_run_inputs` (theta-train reads it
+    before importing this module, so that a data mistake is reported at once); read here when not given.
+    """
+    inputs = inputs if inputs is not None else read_run_inputs(cfg)
+    notes = list(inputs.notes)
+    data_report, train_examples, val_examples = inputs.report, inputs.train, inputs.val
     checkpoint_dir = checkpoint_folder(cfg, notes)
     # Refuse a second run on the same folder before anything in it is touched (a dry run writes nothing).
     lock = acquire(checkpoint_dir) if is_main_process() and not cfg.dry_run else None
@@ -212,8 +217,7 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
                       train_stats, val_stats, collator, args, checkpoint_dir, run_log_dir(cfg, resume_from),
                       resume_from, world_size(), notes, augmenter, trainer_dataset, lock,
                       checkpoint_sizes(loaded.model, cfg.epochs, cfg.save_total_limit))
-    run.chunked_loss = chunked_loss_choice(cfg.chunked_loss, loaded.model, notes)
-    run.answer_head = answer_head_choice(loaded.model, run.chunked_loss)
+    run.chunked_loss, run.answer_head = loss_path_choice(cfg.chunked_loss, loaded.model, notes)
     total_steps = run.steps_per_epoch * cfg.epochs
     if cfg.warmup_ratio is None and cfg.warmup_steps > total_steps:  # a ratio replaces the steps (training_args)
         notes.append(f"warmup {cfg.warmup_steps} steps is longer than the whole run ({total_steps:.0f} steps): "

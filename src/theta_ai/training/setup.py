@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from pathlib import Path
 
@@ -17,14 +16,8 @@ import torch
 
 from theta_ai.config import ConfigError, ThetaConfig
 from theta_ai.config.launch import is_main_process, world_size  # noqa: F401 (re-exported)
-from theta_ai.data import (
-    find_duplicates,
-    find_leakage,
-    load_examples,
-    summarize_skipped,
-)
 from theta_ai.data.formats import Example
-from theta_ai.data.mapping import DataReport, mix, parse_maps, parse_source, reading_notes
+from theta_ai.training.inputs import RunInputs, kbit_request, load_run_data, read_run_inputs, split_validation  # noqa: F401
 from theta_ai.model.load import (
     THETA_TINY,
     LoadedModel,
@@ -33,7 +26,7 @@ from theta_ai.model.load import (
     training_texts,
 )
 from theta_ai.model.gguf import find_gguf
-from theta_ai.model.quantize import check_kbit_request, check_kbit_support, describe_kbit, kbit_bits, prepare_kbit
+from theta_ai.model.quantize import describe_kbit, kbit_bits, prepare_kbit
 from theta_ai.model.lora import (
     adapter_base,
     base_reference,
@@ -56,61 +49,7 @@ def describe_device() -> str:
     return f"cpu ({os.cpu_count()} cores)"
 
 
-# ---------------------------------------------------------------------------- data
-
-
-def split_validation(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """A seeded split: the same data, fraction and seed always give the same validation set."""
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(examples) * fraction))
-    if len(examples) - n_val < 1:
-        raise ConfigError(f"only {len(examples)} example(s): too few to hold out a validation split; "
-                          "add data or pass --val-data")
-    val_idx = set(order[:n_val])
-    train = [e for i, e in enumerate(examples) if i not in val_idx]
-    val = [e for i, e in enumerate(examples) if i in val_idx]
-    return train, val
-
-
-def load_run_data(cfg: ThetaConfig, notes: list[str],
-                  report: DataReport | None = None) -> tuple[list[Example], list[Example]]:
-    """The training and validation examples: every ``--data`` source read (``--field-map``/``--role-map``), the
-    validation split held out before mixing (so weights never change it, nor leak copies into it), then every
-    source weighted (``PATH:WEIGHT``, seeded). ``report`` gets each file's layout and each source's counts."""
-    if not cfg.data:
-        raise ConfigError("no training data: pass --data PATH (a file or folder; see docs/dataset_guide.md) "
-                          "or use --preset cpu-quickstart for the bundled sample data")
-    maps = parse_maps(cfg.field_map, cfg.role_map)
-    sources = [parse_source(entry) for entry in cfg.data]
-    loaded = load_examples([s.path for s in sources], skip_invalid=cfg.skip_invalid, maps=maps)
-    notes += summarize_skipped(loaded.skipped)
-    val_reports = []
-    if cfg.val_data:
-        val_loaded = load_examples(cfg.val_data, skip_invalid=cfg.skip_invalid, maps=maps)
-        notes += summarize_skipped(val_loaded.skipped)
-        train, val, val_reports = loaded.examples, val_loaded.examples, val_loaded.reports
-    else:
-        train, val = split_validation(loaded.examples, cfg.val_split, cfg.seed)
-    notes += reading_notes(loaded.reports + val_reports, maps)
-    notes += find_duplicates(train).lines()
-    notes += find_leakage(train, val).lines()
-    owner, start = {}, 0  # id(example) -> the index of its source
-    for i, n in enumerate(loaded.per_path):
-        owner.update((id(e), i) for e in loaded.examples[start:start + n])
-        start += n
-    groups: list[list[Example]] = [[] for _ in sources]
-    for example in train:
-        groups[owner[id(example)]].append(example)
-    mixed, counts = mix(groups, [s.weight for s in sources], cfg.seed)
-    for entry, source, group, count in zip(cfg.data, sources, groups, counts):
-        if group and not count:
-            raise ConfigError(f"--data {entry}: weight {source.weight:g} of {len(group)} training example(s) rounds "
-                              "to none; raise the weight or leave the source out")
-    if report is not None:
-        report.files, report.val_files, report.seed = loaded.reports, val_reports, cfg.seed
-        report.sources = [(s, len(g), c) for s, g, c in zip(sources, groups, counts)]
-    return mixed, val
+# ---------------------------------------------------------------------------- data: theta_ai.training.inputs
 
 
 def examples_to_jsonl(examples: list[Example]) -> str:
@@ -201,17 +140,6 @@ def cpu_bf16_choice(cfg: ThetaConfig, model, resume_from: Path | None, notes: li
 
 
 
-def kbit_request(cfg: ThetaConfig) -> int | None:
-    """``--load-in-4bit`` / ``--load-in-8bit`` checked against the other options and this machine: 4, 8 or None."""
-    bits = kbit_bits(cfg)
-    if bits is not None:
-        check_kbit_request(bits, lora=cfg.lora or bool(cfg.resume), model_name=cfg.model_name,
-                           gguf=find_gguf(cfg.model_name) is not None)
-        check_kbit_support(bits)
-    return bits
-
-
-
 def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_dir: Path,
                    resume_from: Path | None, notes: list[str]) -> LoadedModel:
     """The model to train: fresh, from ``--load-checkpoint``, or from the checkpoint to resume; LoRA-wrapped with ``--lora``.
@@ -278,8 +206,5 @@ def load_run_model(cfg: ThetaConfig, train_examples: list[Example], checkpoint_d
     if source != cfg.model_name:
         loaded.source = f"{cfg.model_name if cfg.sources['model_name'] != 'default' else 'model'} from {source}"
     if cfg.lora or saved_adapter is not None:
-        trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in loaded.model.parameters())
-        loaded.source += (f" + LoRA r={loaded.model.peft_config['default'].r} "
-                          f"({trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train)")
+        loaded.source += f" + LoRA r={loaded.model.peft_config['default'].r}"  # the banner adds how many train
     return loaded
