@@ -48,6 +48,13 @@ VAL_DATA = "sample:theta_sample_val.json"
 RECIPES = ("zero-shot", "lora", "full")
 
 
+def lora_preset() -> dict:
+    """theta-train's ``lora`` preset: the defaults of the LoRA row (and the batch of both fine-tunes)."""
+    from theta_ai.config.presets import PRESETS
+
+    return PRESETS["lora"]
+
+
 # ---------------------------------------------------------------------------- the model
 
 
@@ -234,19 +241,20 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--checkpoint", choices=("final", "best"), default="final",
                         help="which checkpoint theta-eval scores: theta_final or theta_best (lowest val loss)")
-    shared = parser.add_argument_group("training (both fine-tunes)")
-    shared.add_argument("--batch-size", type=int, default=4)
-    shared.add_argument("--grad-accum", type=int, default=1)
-    shared.add_argument("--warmup-ratio", type=float, default=0.05)
+    preset = lora_preset()
+    shared = parser.add_argument_group("training (both fine-tunes; defaults: theta-train's lora preset)")
+    shared.add_argument("--batch-size", type=int, default=preset["batch_size"])
+    shared.add_argument("--grad-accum", type=int, default=preset["grad_accum"])
+    shared.add_argument("--warmup-ratio", type=float, default=preset["warmup_ratio"])
     shared.add_argument("--lr-scheduler", default="linear")
     shared.add_argument("--weight-decay", type=float, default=0.01)
     shared.add_argument("--seed", type=int, default=42)
     lora = parser.add_argument_group("LoRA")
-    lora.add_argument("--lora-r", type=int, default=16)
-    lora.add_argument("--lora-alpha", type=int, default=32)
-    lora.add_argument("--lora-dropout", type=float, default=0.0)
-    lora.add_argument("--lora-lr", type=float, default=2e-3)
-    lora.add_argument("--lora-epochs", type=float, default=6.0)
+    lora.add_argument("--lora-r", type=int, default=preset["lora_r"])
+    lora.add_argument("--lora-alpha", type=int, default=preset["lora_alpha"])
+    lora.add_argument("--lora-dropout", type=float, default=preset["lora_dropout"])
+    lora.add_argument("--lora-lr", type=float, default=preset["learning_rate"])
+    lora.add_argument("--lora-epochs", type=float, default=preset["epochs"])
     full = parser.add_argument_group("full fine-tune")
     full.add_argument("--full-lr", type=float, default=1e-4)
     full.add_argument("--full-epochs", type=float, default=1.0)

@@ -24,7 +24,8 @@ SEED = 42
 # theta-train's defaults (the origin's recipe), shared by every recipe; run_theta reports any drift.
 HPARAMS = dict(batch_size=4, grad_accum=4, learning_rate=5e-5, warmup_steps=500, weight_decay=0.01,
                logging_steps=10, max_len=512)
-MODELS = ("gpt2", "qwen3")
+MODELS = ("gpt2", "qwen3")  # the default matrix; also "gpt2-124m" (--models gpt2-124m)
+TOKENIZER_OF = {"gpt2-124m": "gpt2"}  # a model name that is not a folder of ../shared/tokenizers
 DATASETS = ("bundled", "long")
 LONG_PARTS = 3  # answers of the long set: this many bundled answers, "\n\n"-joined
 VAL_ROWS = 24  # validation records of the loss after training (the same rows for every recipe)
@@ -32,7 +33,7 @@ THETA_VAL_ROWS = 8  # validation records of theta's own per-epoch evaluation (af
 # What each theta recipe changes on top of theta-train's defaults (resolve_config option names).
 THETA_OPTIONS = {"theta": {}, "theta-packed": {"packing": True}, "theta-chunked": {"chunked_loss": "on"},
                  "theta-unchunked": {"chunked_loss": "off"}, "theta-bf16": {"precision": "bf16"},
-                 "theta-compile": {"torch_compile": True}}
+                 "theta-fp32": {"precision": "fp32"}, "theta-compile": {"torch_compile": True}}
 RECIPES = ("plain", *THETA_OPTIONS)
 
 
@@ -79,7 +80,7 @@ def val_records(dataset: str) -> list[dict]:
 def load_tokenizer(model: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(TOKENIZERS / model))
+    tokenizer = AutoTokenizer.from_pretrained(str(TOKENIZERS / TOKENIZER_OF.get(model, model)))
     if tokenizer.pad_token is None:  # GPT-2: pad = eos, as theta_ai and run_clm do
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -96,6 +97,10 @@ def build_model_folder(folder: Path, model: str, seed: int = SEED) -> dict:
         config = GPT2Config(n_layer=4, n_embd=256, n_head=4, vocab_size=len(tokenizer), n_positions=1024,
                             bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
         cls, shape = GPT2LMHeadModel, "GPT-2, 4 layers, 256 wide, 4 heads"
+    elif model == "gpt2-124m":  # GPT-2 small's shape: the MFU target
+        eos = tokenizer.eos_token_id
+        config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+        cls, shape = GPT2LMHeadModel, "GPT-2 small (124M), 12 layers, 768 wide, 12 heads"
     else:  # Qwen3 family: GQA, RMSNorm, SwiGLU, rotary; tied embeddings like Qwen3-0.6B
         config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                              num_key_value_heads=2, head_dim=64, intermediate_size=768, max_position_embeddings=2048,
@@ -107,7 +112,7 @@ def build_model_folder(folder: Path, model: str, seed: int = SEED) -> dict:
     net.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return {"model": model, "shape": shape, "parameters": sum(p.numel() for p in net.parameters()),
-            "vocab_size": config.vocab_size, "tokenizer": f"../shared/tokenizers/{model}",
+            "vocab_size": config.vocab_size, "tokenizer": f"../shared/tokenizers/{TOKENIZER_OF.get(model, model)}",
             "chat_template": bool(getattr(tokenizer, "chat_template", None))}
 
 

@@ -14,6 +14,8 @@ and loaded from that folder by every recipe, so all start from identical weights
 * ``qwen3``: ``Qwen3Config`` with 4 layers, 256 wide, 4 heads / 2 KV heads (head dim 64), MLP 768, tied
   embeddings, vocab = len(Qwen3 tokenizer) = 151,669, with the real Qwen3 tokenizer and chat template
   (``../shared/tokenizers/qwen3``; theta's template auto is ``chat``), 42.0M parameters, most of them the head.
+* ``gpt2-124m`` (only when named in ``--models``): GPT-2 small's shape (``GPT2Config()``: 12 layers, 768 wide,
+  12 heads) with the GPT-2 tokenizer, 124.4M parameters: the configuration of the issue's MFU target.
 
 Data sets (``--examples N`` takes the first N after a seeded shuffle; defaults below):
 
@@ -44,6 +46,7 @@ Recipes (same examples, effective batch 4 x 4 accumulation = 16, lr 5e-5, warmup
   evaluation (loss + 8 generated answers) and checkpoints, which happen after the timed epoch.
 * ``theta-packed`` (``packing=True``), ``theta-chunked`` (``chunked_loss="on"``), ``theta-unchunked``
   (``chunked_loss="off"``), ``theta-bf16`` (``precision="bf16"``: CPU bf16 autocast over fp32 weights),
+  ``theta-fp32`` (``precision="fp32"``: theta's path without the bf16 probe's choice, where it picks bf16),
   ``theta-compile`` (``torch_compile=True``): one option each on top of ``theta``. By default each model runs
   only the one of theta-chunked / theta-unchunked that differs from its default (gpt2: chunked, qwen3:
   unchunked); ``--recipes`` runs whatever it names.
@@ -300,7 +303,7 @@ def split_list(values: list[str], choices: tuple[str, ...], flag: str) -> list[s
 
 
 def parent(args) -> int:
-    models = split_list(args.models, tr.MODELS, "--models")
+    models = split_list(args.models, (*tr.MODELS, *tr.TOKENIZER_OF), "--models")
     datasets = split_list(args.datasets, tr.DATASETS, "--datasets")
     recipes = split_list(args.recipes or list(tr.RECIPES), tr.RECIPES, "--recipes")
     repeats = args.repeats or (1 if args.quick else 3)
@@ -387,7 +390,7 @@ def parent(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=list(tr.MODELS), help="comma-separated: gpt2,qwen3 (default both)")
+    p.add_argument("--models", nargs="+", default=list(tr.MODELS), help="comma-separated: gpt2,qwen3 (default both), gpt2-124m (GPT-2 small's shape)")
     p.add_argument("--datasets", nargs="+", default=list(tr.DATASETS), help="comma-separated: bundled,long (default both)")
     p.add_argument("--recipes", nargs="+", help=f"comma-separated, in this order (default: all of {','.join(tr.RECIPES)} "
                                                 "but the chunked-loss variant equal to theta's default)")

@@ -219,7 +219,7 @@ def test_values_view_and_replace():
 def test_the_lora_preset_is_the_measured_recipe_and_keeps_the_users_model():
     cfg = resolve_config({"model_name": "my/model", "data": ["train.json"]}, preset="lora")
     assert (cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (True, 16, 32, 0.0)
-    assert (cfg.learning_rate, cfg.warmup_ratio, cfg.epochs, cfg.batch_size, cfg.grad_accum) == (2e-3, 0.05, 6.0, 4, 1)
+    assert (cfg.learning_rate, cfg.warmup_ratio, cfg.epochs, cfg.batch_size, cfg.grad_accum) == (2e-3, 0.05, 4.0, 2, 1)
     assert cfg.model_name == "my/model" and cfg.sources["learning_rate"] == "preset lora"
 
 
