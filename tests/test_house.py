@@ -134,6 +134,14 @@ def test_a_data_mistake_is_reported_before_the_training_libraries_load(tmp_path)
                                    "Fix: give the answer as a non-empty string.")
 
 
+def test_a_wrong_model_path_is_reported_before_the_libraries_load(tmp_path):
+    code = ("import sys\nfrom theta_ai.cli.eval import main\nrc = main(['--model-path', 'no/such/folder'])\n"
+            "print(rc, sorted(m for m in ('torch', 'transformers', 'datasets', 'peft', 'evaluate') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.stdout.strip() == "1 []", proc.stderr
+    assert proc.stderr.strip() == "theta-eval: error: --model-path no/such/folder does not exist; check the path"
+
+
 def test_help_is_fast():
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "theta_ai.cli.train", "--help"], capture_output=True, check=True, timeout=60)

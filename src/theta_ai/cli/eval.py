@@ -81,11 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 
     def body() -> int:
-        from theta_ai.eval.report import summary_lines, training_plot
-        from theta_ai.eval.runner import EVAL_DIR, EvalSettings, evaluate_model, log_to_tensorboard, write_outputs
+        from theta_ai.eval.runner import (EVAL_DIR, EvalSettings, check_model_folder, evaluate_model,
+                                          log_to_tensorboard, write_outputs)
 
         logger = setup_logging()
+        check_model_folder(args.model_path)  # a wrong path is reported before any library loads
         configure_console(args.verbose)
+        from theta_ai.eval.report import summary_lines, training_plot  # (monitoring/ imports transformers)
         settings = EvalSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                 num_examples=args.num_examples, seed=args.seed, max_examples=args.max_examples)
         from theta_ai.data.mapping import parse_maps

@@ -17,7 +17,7 @@ import torch
 from theta_ai.config import ConfigError, ThetaConfig
 from theta_ai.config.launch import is_main_process, world_size  # noqa: F401 (re-exported)
 from theta_ai.data.formats import Example
-from theta_ai.training.inputs import RunInputs, kbit_request, load_run_data, read_run_inputs, split_validation  # noqa: F401
+from theta_ai.training.inputs import RunInputs, kbit_request, load_run_data, read_run_inputs, split_validation  # noqa: F401 (their old home)
 from theta_ai.model.load import (
     THETA_TINY,
     LoadedModel,
