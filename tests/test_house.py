@@ -142,6 +142,14 @@ def test_a_wrong_model_path_is_reported_before_the_libraries_load(tmp_path):
     assert proc.stderr.strip() == "theta-eval: error: --model-path no/such/folder does not exist; check the path"
 
 
+def test_theta_chat_reports_a_wrong_model_path_before_the_libraries_load(tmp_path):
+    code = ("import sys\nfrom theta_ai.cli.chat import main\nrc = main(['--model-path', 'no/such/folder', '--prompt', 'hi'])\n"
+            "print(rc, sorted(m for m in ('torch', 'transformers', 'datasets', 'peft', 'evaluate') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.stdout.strip() == "1 []", proc.stderr
+    assert proc.stderr.strip() == "theta-chat: error: --model-path no/such/folder does not exist; check the path"
+
+
 def test_help_is_fast():
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "theta_ai.cli.train", "--help"], capture_output=True, check=True, timeout=60)

@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from theta_ai.eval.chat import ChatSession, ChatSettings
-        from theta_ai.eval.runner import load_eval_model
+        from theta_ai.eval.runner import check_model_folder, load_eval_model
 
         logger = setup_logging()
+        check_model_folder(args.model_path)  # a wrong path is reported before any library loads
         configure_console()  # no "Loading weights" bar or known-harmless library messages before the conversation
         settings = ChatSettings(system=args.system, max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, top_p=args.top_p, seed=args.seed)
