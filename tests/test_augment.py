@@ -301,6 +301,7 @@ def test_casing():
     assert only("casing", "how do i install pip?") == "How do i install pip?"
     assert only("casing", "TCP or UDP?", seed=1) == "tcp or udp?"  # an acronym is never half-lowercased
     assert only("casing", "Is `Foo.Bar` CamelCase?") == "is `Foo.Bar` CamelCase?"
+    assert only("casing", "ßa") == "ßa"  # "SSa" would be a new acronym-like protected span (found by hypothesis)
 
 
 def test_punctuation():

@@ -36,6 +36,27 @@ def test_cpu_quickstart_uses_theta_tiny_and_bundled_data():
     assert cfg.sources["model_name"] == "preset cpu-quickstart"
 
 
+def test_theta_tiny_is_the_documented_llama_with_relative_positions():
+    """README and the preset state theta-tiny's shape; rotary positions make an answer's logits the same whatever
+    the question's length before it (learned absolute positions, GPT-2's, would not)."""
+    import torch
+
+    from theta_ai.model.load import build_theta_tiny
+
+    texts = [f"What does part {i} of the router do? It forwards packets number {i}." for i in range(40)]
+    loaded = build_theta_tiny(texts, seed=0)
+    model = loaded.model.eval()
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.tie_word_embeddings
+    vocab = len(loaded.tokenizer)
+    assert sum(p.numel() for p in model.parameters()) == vocab * 128 + 2 * (4 * 128 * 128 + 3 * 128 * 344 + 2 * 128) + 128
+    assert resolve_config(preset="cpu-quickstart").train_on_prompt  # the preset trains on the questions too
+    ids = torch.tensor([loaded.tokenizer(" It forwards packets").input_ids])
+    with torch.no_grad():
+        alone = model(input_ids=ids).logits  # the same tokens at positions 0.. and 7.. with nothing seen before
+        shifted = model(input_ids=ids, position_ids=torch.arange(7, 7 + ids.shape[1])[None]).logits
+    torch.testing.assert_close(alone, shifted, rtol=1e-4, atol=1e-5)
+
+
 def test_precedence_preset_then_yaml_then_flags(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("preset: cpu-quickstart\nbatch-size: 2\nepochs: 3\nlearning_rate: 1.0e-4\n"

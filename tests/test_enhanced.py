@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from theta_ai.config import resolve_config
+from theta_ai.data import ExampleFormatter
 from theta_ai.training.run import build_trainer, prepare_run, train
 from theta_fixtures import qa_records, tiny_train_config, write_json
 
@@ -138,9 +139,47 @@ def test_warmup_ratio(tmp_path):
 
 def test_dropout_override_reaches_config_and_modules(tmp_path):
     run = prepare_run(resolve_config(tiny_train_config(tmp_path, dropout=0.0)))
-    config = run.loaded.model.config
-    assert (config.resid_pdrop, config.embd_pdrop, config.attn_pdrop) == (0.0, 0.0, 0.0)
-    assert all(m.p == 0.0 for m in run.loaded.model.modules() if isinstance(m, torch.nn.Dropout))
+    model = run.loaded.model
+    assert model.config.attention_dropout == 0.0  # theta-tiny is a Llama: its one dropout is in attention
+    assert all(m.attention_dropout == 0.0 for m in model.modules() if hasattr(m, "attention_dropout"))
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    model.train()
+    assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)  # nothing random left
+
+
+def test_train_on_prompt_trains_the_questions_and_validates_on_the_answers(tmp_path):
+    run = prepare_run(resolve_config(tiny_train_config(tmp_path, train_on_prompt=True)))
+    answers_only = ExampleFormatter(run.loaded.tokenizer, "qa", 64)
+    for dataset, examples, prompt_trained in ((run.train_dataset, run.train_examples, True),
+                                              (run.val_dataset, run.val_examples, False)):
+        for row, example in zip(dataset, examples):
+            answer_labels = answers_only.encode(example)["labels"]
+            assert row["input_ids"] == answers_only.encode(example)["input_ids"]
+            assert row["labels"] == (row["input_ids"] if prompt_trained else answer_labels)
+    assert run.val_dataset[0]["labels"][0] == -100  # the question of a validation row is not scored
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_set_dropout_switches_off_every_dropout_of_a_model_built_with_it(family):
+    """Llama-style attention hands a float copied from the config at construction to SDPA, so changing only the
+    config (or only nn.Dropout modules) left --dropout 0 training with the model's own attention dropout."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    from theta_ai.model.load import set_dropout
+
+    torch.manual_seed(0)
+    if family == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=2, n_head=2,
+                                           resid_pdrop=0.5, embd_pdrop=0.5, attn_pdrop=0.5))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, num_key_value_heads=2, attention_dropout=0.5))
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])
+    model.train()
+    assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)  # dropout is on
+    changed = set_dropout(model, 0.0)
+    assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert changed == (["resid_pdrop", "embd_pdrop", "attn_pdrop"] if family == "gpt2" else ["attention_dropout"])
 
 
 def test_label_smoothing_is_applied_to_answer_tokens(tmp_path):
@@ -235,13 +274,14 @@ def _saved_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_spike_guard_rolls_back_to_a_sharded_best(tmp_path, caplog, monkeypatch):
     # A big model's save_pretrained writes shards (model-0000k-of-0000n.safetensors + an index); theta-tiny
-    # (about 5 MB) does the same with a 1 MB shard size, so every checkpoint and theta_best are sharded.
+    # (about 1.5 MB with this data's small vocabulary) does the same with a 300 kB shard size, so every
+    # checkpoint and theta_best are sharded.
     from functools import partialmethod
 
     from transformers import PreTrainedModel
 
     monkeypatch.setattr(PreTrainedModel, "save_pretrained",
-                        partialmethod(PreTrainedModel.save_pretrained, max_shard_size="1MB"))
+                        partialmethod(PreTrainedModel.save_pretrained, max_shard_size="300KB"))
     result = _spike_run(tmp_path, spike_max_rollbacks=1)
     assert not (result.best_dir / "model.safetensors").exists()
     assert len(list(result.best_dir.glob("model-*-of-*.safetensors"))) >= 3

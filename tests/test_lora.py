@@ -17,7 +17,7 @@ from theta_ai.config import resolve_config
 from theta_ai.model.lora import wrap_with_lora
 from theta_ai.model.load import load_model_and_tokenizer
 from theta_ai.training.run import prepare_run, train
-from theta_fixtures import build_tiny_llama, qa_records, tiny_train_config
+from theta_fixtures import build_tiny_gpt2, build_tiny_llama, qa_records, tiny_train_config
 
 
 def adapter(folder: Path) -> dict[str, torch.Tensor]:
@@ -53,7 +53,7 @@ def test_lora_checkpoints_hold_the_adapter_and_the_base(lora_run):
         assert (folder / "adapter_model.safetensors").is_file() and not (folder / "model.safetensors").exists()
         config = json.loads((folder / "adapter_config.json").read_text())
         assert config["base_model_name_or_path"] == "../theta_base"  # relative: models/ can move
-        assert sorted(config["target_modules"]) == GPT2_PROJECTIONS and config["r"] == 8
+        assert sorted(config["target_modules"]) == LLAMA_PROJECTIONS and config["r"] == 8  # theta-tiny: a Llama
     assert (models / "theta_base" / "model.safetensors").is_file()
     assert not same_adapter(models / "theta_checkpoint_epoch_1", models / "theta_checkpoint_epoch_2")
 
@@ -84,7 +84,7 @@ def test_merged_model_answers_like_base_plus_adapter(lora_run, tmp_path):
                            "--output", str(tmp_path / "merged")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
-    assert type(merged).__name__ == "GPT2LMHeadModel"
+    assert type(merged).__name__ == "LlamaForCausalLM"
     assert (tmp_path / "merged" / "theta_run.json").is_file()
 
     from peft import PeftModel
@@ -144,11 +144,12 @@ def test_default_targets_are_peft_all_linear_and_the_projections(tmp_path, arch)
     from peft import LoraConfig, get_peft_model
 
     texts = [r["question"] for r in qa_records(20)] * 3
-    source = "theta-tiny" if arch == "gpt2" else str(build_tiny_llama(tmp_path / "llama", texts))
+    build = build_tiny_gpt2 if arch == "gpt2" else build_tiny_llama
+    source = str(build(tmp_path / arch, texts))
     projections = GPT2_PROJECTIONS if arch == "gpt2" else LLAMA_PROJECTIONS
 
     def fresh():
-        return load_model_and_tokenizer(source, train_texts=texts if arch == "gpt2" else None).model
+        return load_model_and_tokenizer(source).model
 
     wrapped = wrap_with_lora(fresh())
     explicit = get_peft_model(fresh(), LoraConfig(target_modules=projections, fan_in_fan_out=arch == "gpt2"))
@@ -162,14 +163,14 @@ def test_default_targets_are_peft_all_linear_and_the_projections(tmp_path, arch)
 
 # ---------------------------------------------------------------------------- issue 13: resume, portable base, dry run
 
-SAVED_LORA = "r=8, alpha=16, dropout=0.05, target modules c_attn,c_fc,c_proj"
+SAVED_LORA = "r=8, alpha=16, dropout=0.05, target modules down_proj,gate_proj,k_proj,o_proj,q_proj,up_proj,v_proj"
 
 
 @pytest.mark.parametrize("flags, ignored", [
     ({"lora_alpha": 32}, "--lora-alpha 32"),
     ({"lora_dropout": 0.2}, "--lora-dropout 0.2"),
     ({"lora_r": 4}, "--lora-r 4"),
-    ({"lora_target_modules": "c_attn"}, "--lora-target-modules c_attn"),
+    ({"lora_target_modules": "q_proj"}, "--lora-target-modules q_proj"),
     ({"lora_dora": True, "lora_rslora": True}, "--lora-dora, --lora-rslora"),
 ])
 def test_lora_resume_keeps_the_saved_adapter_configuration(lora_run, tmp_path, flags, ignored):
@@ -193,7 +194,8 @@ def test_lora_resume_with_the_same_flags_adds_no_note(lora_run, tmp_path):
     tmp, _ = lora_run
     copy_epoch_1(tmp, tmp_path)
     run = prepare_run(resolve_config(tiny_train_config(tmp_path, lora=True, resume="auto",
-                                                       lora_target_modules="c_fc, c_attn,c_proj")))
+                                                       lora_target_modules="v_proj, q_proj,k_proj,o_proj,"
+                                                                           "gate_proj,up_proj,down_proj")))
     assert not [n for n in run.notes if "LoRA adapter" in n]
 
 
@@ -221,7 +223,7 @@ def test_load_checkpoint_adapter_in_the_same_folder_keeps_a_loadable_base(lora_r
     config = json.loads((final / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "../../theta_base"
     loaded = load_model_and_tokenizer(str(final))
-    assert type(loaded.model).__name__ == "GPT2LMHeadModel"
+    assert type(loaded.model).__name__ == "LlamaForCausalLM"
 
 
 def _train_in(tmp_path: Path, values: dict):
@@ -272,7 +274,7 @@ def test_old_absolute_base_path_still_loads(lora_run, tmp_path):
 
     folder = _old_checkpoint(lora_run, tmp_path, str((tmp_path / "models" / "theta_base").resolve()))
     assert adapter_base(folder) == str((tmp_path / "models" / "theta_base").resolve())
-    assert type(load_model_and_tokenizer(str(folder)).model).__name__ == "GPT2LMHeadModel"
+    assert type(load_model_and_tokenizer(str(folder)).model).__name__ == "LlamaForCausalLM"
 
 
 def test_old_absolute_base_path_falls_back_to_the_sibling_theta_base(lora_run, tmp_path, caplog):
@@ -333,8 +335,8 @@ def test_dora_and_rslora_train_save_and_merge(tmp_path, arch):
 
     texts = [r["question"] for r in qa_records(20)] * 3
     values = tiny_train_config(tmp_path, lora=True, lora_dora=True, lora_rslora=True, epochs=1.0, learning_rate=1e-2)
-    if arch == "llama":
-        values["model_name"] = str(build_tiny_llama(tmp_path / "llama", texts))
+    if arch == "gpt2":  # theta-tiny itself is a Llama
+        values["model_name"] = str(build_tiny_gpt2(tmp_path / "gpt2", texts))
     run = prepare_run(resolve_config(values))
     config = run.loaded.model.peft_config["default"]
     assert (config.use_dora, config.use_rslora) == (True, True)

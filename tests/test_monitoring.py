@@ -69,7 +69,7 @@ def test_trainer_tensorboard_callback_tags(monitored_run):
 
 def test_per_group_gradient_norms_every_step(monitored_run):
     _, acc, _ = monitored_run
-    groups = ("embeddings", "block_0", "block_1", "head")  # theta-tiny: GPT-2, 2 blocks, lm_head tied to wte
+    groups = ("embeddings", "block_0", "block_1", "head")  # theta-tiny: Llama, 2 blocks, lm_head tied to embed_tokens
     for group in groups:
         norms = scalars(acc, f"grad_norm/{group}")
         assert sorted(norms) == list(range(1, STEPS + 1)), group

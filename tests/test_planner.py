@@ -273,7 +273,8 @@ def test_model_config_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tiny_llama().save_pretrained(tmp_path)
     assert model_config(str(tmp_path)).model_type == "llama"
-    assert model_config("theta-tiny").n_embd == 128
+    tiny = model_config("theta-tiny")  # the shipped config, as built by theta_ai.model.load
+    assert (tiny.model_type, tiny.hidden_size, tiny.num_hidden_layers, tiny.vocab_size) == ("llama", 128, 2, 2048)
     with pytest.raises(ConfigError, match="never downloaded"):
         model_config("someone/not-a-cached-model-xyz")
     with pytest.raises(ConfigError, match="does not exist"):

@@ -73,6 +73,27 @@ def build_tiny_llama(folder: Path, texts: list[str]) -> Path:
     return folder
 
 
+def build_tiny_gpt2(folder: Path, texts: list[str]) -> Path:
+    """A GPT-2-architecture model (Conv1D projections, learned positions: theta-tiny's layout until it became a
+    Llama) with a byte-level BPE tokenizer and no chat template, saved with save_pretrained."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=600, min_frequency=2, special_tokens=["<|endoftext|>"],
+                            show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
+                                  bos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    eos = tok.eos_token_id
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                                       bos_token_id=eos, eos_token_id=eos, pad_token_id=eos))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def weights_sha256(folder: Path) -> str:
     """SHA-256 of a model folder's ``model.safetensors`` tensors (names and bytes), for bit-for-bit comparisons."""
     import hashlib

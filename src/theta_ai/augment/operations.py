@@ -145,7 +145,9 @@ def _op_casing(text: str, rng: random.Random) -> str:
     out = list(tokens)
     if not any(ch.isupper() for i in words for ch in tokens[i][1]):
         if words[0] == first_nonws:  # an all-lowercase question: capitalise it
-            out[first_nonws] = (WORD, tokens[first_nonws][1][:1].upper() + tokens[first_nonws][1][1:])
+            word = tokens[first_nonws][1]
+            head = word[:1].upper()  # one letter can become two ("ß" -> "SS", an acronym-like "SSa"): leave those
+            out[first_nonws] = (WORD, head + word[1:] if len(head) == 1 else word)
         return _join(out)
     first = tokens[first_nonws][1]
     can_lower_first = (words[0] == first_nonws and first[:1].isupper() and not _is_acronym(first)

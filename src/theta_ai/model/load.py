@@ -1,8 +1,9 @@
 """Load a causal LM and its tokenizer: a hub id, a local folder, or the embedded ``theta-tiny``.
 
-``theta-tiny`` needs no network: a GPT-2-architecture config shipped in the package
-(``resources/theta_tiny_config.json``) and a byte-level BPE tokenizer trained on the training
-texts with the ``tokenizers`` library (about a second for the bundled data). Both are saved with
+``theta-tiny`` needs no network: a small Llama-architecture config shipped in the package
+(``resources/theta_tiny_config.json``, which names its architecture by ``model_type``) and a byte-level
+BPE tokenizer trained on the training texts with the ``tokenizers`` library (about a second for the
+bundled data). Both are saved with
 ``save_pretrained`` in every checkpoint, so plain ``AutoModelForCausalLM.from_pretrained`` loads them.
 """
 
@@ -17,13 +18,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import torch
 from tokenizers import ByteLevelBPETokenizer
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GPT2Config,
-    GPT2LMHeadModel,
-    PreTrainedTokenizerFast,
-)
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from theta_ai.errors import ModelLoadError  # noqa: F401 (defined in errors.py)
 from theta_ai.model.gguf import find_gguf, load_gguf, load_gguf_tokenizer
@@ -48,9 +43,17 @@ class LoadedModel:
 
 
 def theta_tiny_config() -> dict:
-    """The shipped theta-tiny config (GPT-2 keys plus ``vocab_size_target``)."""
+    """The shipped theta-tiny config (``model_type`` and its config keys, plus ``vocab_size_target``)."""
     text = resources.files("theta_ai").joinpath("resources/theta_tiny_config.json").read_text()
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+def theta_tiny_model_config(vocab_size: int, **ids: int):
+    """The transformers config of theta-tiny for a tokenizer of ``vocab_size`` tokens (``ids``: bos/eos/pad ids)."""
+    values = theta_tiny_config()
+    values.pop("vocab_size_target")
+    values.pop("architectures", None)
+    return AutoConfig.for_model(values.pop("model_type"), vocab_size=vocab_size, **ids, **values)
 
 
 def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> "PreTrainedTokenizerBase":
@@ -61,20 +64,18 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> "PreTr
                             special_tokens=[EOS_TOKEN], show_progress=False)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token=EOS_TOKEN,
                                         bos_token=EOS_TOKEN, unk_token=EOS_TOKEN, pad_token=EOS_TOKEN)
-    tokenizer.model_max_length = theta_tiny_config()["n_positions"]
+    tokenizer.model_max_length = theta_tiny_config()["max_position_embeddings"]
     return tokenizer
 
 
 def build_theta_tiny(texts: Iterable[str], seed: int = 42) -> LoadedModel:
     """A freshly initialised theta-tiny model with a tokenizer trained on ``texts``."""
 
-    config = theta_tiny_config()
-    tokenizer = train_tiny_tokenizer(texts, config.pop("vocab_size_target"))
+    tokenizer = train_tiny_tokenizer(texts, theta_tiny_config()["vocab_size_target"])
     eos = tokenizer.eos_token_id
-    gpt2_config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
-                             **{k: v for k, v in config.items() if k not in ("model_type", "architectures")})
+    config = theta_tiny_model_config(len(tokenizer), bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(gpt2_config)
+    model = AutoModelForCausalLM.from_config(config)
     _align_special_tokens(model, tokenizer)
     return LoadedModel(model, tokenizer, THETA_TINY)
 
@@ -136,7 +137,15 @@ def set_dropout(model, p: float) -> list[str]:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = p
+        # attention layers that hand their probability to scaled_dot_product_attention keep it as a float copied
+        # from the config at construction (Llama, Qwen, Gemma, Mistral: ``self.attention_dropout``)
+        for attr in _FLOAT_DROPOUT_ATTRS:
+            if isinstance(getattr(module, attr, None), float):
+                setattr(module, attr, p)
     return changed
+
+
+_FLOAT_DROPOUT_ATTRS = ("attention_dropout", "attn_dropout", "dropout")
 
 
 def load_model_and_tokenizer(model_name: str, *, train_texts: Iterable[str] | None = None, seed: int = 42,

@@ -61,12 +61,10 @@ def model_config(name_or_path: str, *, trust_remote_code: bool = False):
     if name_or_path in KNOWN_CONFIGS and not Path(name_or_path).exists():
         return _known_config(name_or_path)
     if name_or_path == "theta-tiny":
-        from theta_ai.model.load import theta_tiny_config
+        from theta_ai.model.load import theta_tiny_config, theta_tiny_model_config
 
-        values = theta_tiny_config()
-        vocab = values.pop("vocab_size_target")  # the trained tokenizer has at most this many tokens
-        config = GPT2Config(vocab_size=vocab, **{k: v for k, v in values.items()
-                                                 if k not in ("model_type", "architectures")})
+        # the trained tokenizer has at most vocab_size_target tokens
+        config = theta_tiny_model_config(theta_tiny_config()["vocab_size_target"])
         config._name_or_path = name_or_path
         return config
     from theta_ai.model.gguf import check_gguf_package, find_gguf

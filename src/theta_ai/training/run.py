@@ -183,7 +183,11 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
     formatter = ExampleFormatter(loaded.tokenizer, cfg.template, cfg.max_seq_length, cfg.train_on_prompt)
     notes += formatter.notes
     train_dataset, train_stats = formatter.encode_all(train_examples)
-    val_dataset, val_stats = formatter.encode_all(val_examples)
+    # validation measures the answers only, also with --train-on-prompt: theta_best is the best at answering, and
+    # the validation loss stays comparable across runs and with theta-eval's answer perplexity
+    val_formatter = (ExampleFormatter(loaded.tokenizer, cfg.template, cfg.max_seq_length)
+                     if cfg.train_on_prompt else formatter)
+    val_dataset, val_stats = val_formatter.encode_all(val_examples)
     notes += [f"training data: {w}" for w in train_stats.warnings(cfg.max_seq_length)]
     notes += [f"validation data: {w}" for w in val_stats.warnings(cfg.max_seq_length)]
     if len(train_dataset) == 0 or len(val_dataset) == 0:
