@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import theta_ai
 
 PKG = Path(theta_ai.__file__).parent
@@ -134,20 +136,13 @@ def test_a_data_mistake_is_reported_before_the_training_libraries_load(tmp_path)
                                    "Fix: give the answer as a non-empty string.")
 
 
-def test_a_wrong_model_path_is_reported_before_the_libraries_load(tmp_path):
-    code = ("import sys\nfrom theta_ai.cli.eval import main\nrc = main(['--model-path', 'no/such/folder'])\n"
+@pytest.mark.parametrize("prog, extra", [("eval", []), ("chat", ["--prompt", "hi"])])
+def test_a_wrong_model_path_is_reported_before_the_libraries_load(tmp_path, prog, extra):
+    code = (f"import sys\nfrom theta_ai.cli.{prog} import main\nrc = main(['--model-path', 'no/such/folder', *{extra!r}])\n"
             "print(rc, sorted(m for m in ('torch', 'transformers', 'datasets', 'peft', 'evaluate') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.stdout.strip() == "1 []", proc.stderr
-    assert proc.stderr.strip() == "theta-eval: error: --model-path no/such/folder does not exist; check the path"
-
-
-def test_theta_chat_reports_a_wrong_model_path_before_the_libraries_load(tmp_path):
-    code = ("import sys\nfrom theta_ai.cli.chat import main\nrc = main(['--model-path', 'no/such/folder', '--prompt', 'hi'])\n"
-            "print(rc, sorted(m for m in ('torch', 'transformers', 'datasets', 'peft', 'evaluate') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert proc.stdout.strip() == "1 []", proc.stderr
-    assert proc.stderr.strip() == "theta-chat: error: --model-path no/such/folder does not exist; check the path"
+    assert proc.stderr.strip() == f"theta-{prog}: error: --model-path no/such/folder does not exist; check the path"
 
 
 def test_help_is_fast():

@@ -77,14 +77,11 @@ def build_tiny_gpt2(folder: Path, texts: list[str]) -> Path:
     """A GPT-2-architecture model (Conv1D projections, learned positions: theta-tiny's layout until it became a
     Llama) with a byte-level BPE tokenizer and no chat template, saved with save_pretrained."""
     import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=600, min_frequency=2, special_tokens=["<|endoftext|>"],
-                            show_progress=False)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
-                                  bos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    from theta_ai.model.load import train_tiny_tokenizer  # GPT-2-style: <|endoftext|> is EOS, BOS and pad
+
+    tok = train_tiny_tokenizer(texts, vocab_size=600)
     torch.manual_seed(0)
     eos = tok.eos_token_id
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2,

@@ -133,7 +133,8 @@ class ThetaConfig:
     template: str = option("auto", "prompt format: chat template if the tokenizer has one (auto), Question/Answer (qa), "
                            "or chat", DATA, choices=("auto", "qa", "chat"))
     max_seq_length: int = option(512, "longest example in tokens; longer ones are cut with a counted warning", DATA)
-    train_on_prompt: bool = option(False, "compute the training loss on prompt tokens too (default: answers only; validation is always on answers)", DATA)
+    train_on_prompt: bool = option(False, "compute the training loss on prompt tokens too (default: answers only; "
+                                   "validation is always on answers)", DATA)
     packing: bool = option(False, "pack several examples into one row (refused where the model would mix them)", DATA)
     group_by_length: bool = option(True, "batch examples of similar length together (less padding)", DATA)
 

@@ -3,8 +3,8 @@
 ``theta-tiny`` needs no network: a small Llama-architecture config shipped in the package
 (``resources/theta_tiny_config.json``, which names its architecture by ``model_type``) and a byte-level
 BPE tokenizer trained on the training texts with the ``tokenizers`` library (about a second for the
-bundled data). Both are saved with
-``save_pretrained`` in every checkpoint, so plain ``AutoModelForCausalLM.from_pretrained`` loads them.
+bundled data). Both are saved with ``save_pretrained`` in every checkpoint, so plain
+``AutoModelForCausalLM.from_pretrained`` loads them.
 """
 
 from __future__ import annotations
@@ -125,6 +125,10 @@ def _explain(name: str, what: str, exc: Exception) -> str:
             f"or use --model-name {THETA_TINY}")
 
 
+#: float module attributes that hold a dropout probability (attention that calls scaled_dot_product_attention)
+_FLOAT_DROPOUT_ATTRS = ("attention_dropout", "attn_dropout", "dropout")
+
+
 def set_dropout(model, p: float) -> list[str]:
     """Override every dropout probability in the config and modules; returns the config keys changed."""
 
@@ -143,9 +147,6 @@ def set_dropout(model, p: float) -> list[str]:
             if isinstance(getattr(module, attr, None), float):
                 setattr(module, attr, p)
     return changed
-
-
-_FLOAT_DROPOUT_ATTRS = ("attention_dropout", "attn_dropout", "dropout")
 
 
 def load_model_and_tokenizer(model_name: str, *, train_texts: Iterable[str] | None = None, seed: int = 42,
