@@ -81,6 +81,8 @@ def test_quiet_training_console_keeps_what_matters(runs):
     assert re.search(r"\[theta\] effective batch \d+ = \d+ per device x \d+ accumulation x 1 process\(es\)", quiet)
     assert re.search(r"\[theta\] epoch 1: train loss \d+\.\d+, validation loss \d+\.\d+", quiet)
     assert re.search(r"\[theta\] epoch 2: train loss \d+\.\d+, validation loss \d+\.\d+", quiet)
+    # the per-epoch ROUGE-L says it scores the callback's fixed subset (8 of the 12 validation questions here)
+    assert re.search(r"\[theta\] epoch 2: .*, ROUGE-L on 8 answers \d\.\d{4}", quiet)
     # a new best is said on the epoch line itself (the first epoch always is one), not on a line of its own
     assert re.search(r"\[theta\] epoch 1: .*, new best\n", quiet) and "new best model" not in quiet
     assert "[theta] done: 2 epoch checkpoint(s)" in quiet

@@ -421,6 +421,27 @@ def test_chat_template_model_folder(tmp_path):
 # ---------------------------------------------------------------------------- during training
 
 
+def test_generation_eval_callback_answers_as_theta_eval_does(tiny):
+    """Per epoch and in theta-eval the same questions get the same answers and scores (the callback once cut
+    answers at 64 new tokens where theta-eval allows 128, so its ROUGE-L read lower for the same model)."""
+    from types import SimpleNamespace
+
+    from theta_ai.eval.callback import GenerationEvalCallback
+    from theta_ai.model.load import build_theta_tiny, training_texts
+
+    untrained = build_theta_tiny(training_texts(tiny.examples), seed=1)  # never stops: runs to the limit
+    formatter = ExampleFormatter(untrained.tokenizer, "qa", 128)
+    callback = GenerationEvalCallback(tiny.examples, formatter, num_examples=6, seed=3, batch_size=8)
+    metrics = {"eval_loss": 1.0}
+    state = SimpleNamespace(log_history=[], global_step=0, is_world_process_zero=True)
+    callback.on_evaluate(None, state, None, model=untrained.model, metrics=metrics)
+    result = evaluate_examples(untrained.model, untrained.tokenizer, formatter, callback.examples, EvalSettings())
+    assert callback.last_predictions == [row["prediction"] for row in result.predictions]
+    assert max(row["new_tokens"] for row in result.predictions) == EvalSettings().max_new_tokens == 128
+    assert metrics["eval_rougeL"] == pytest.approx(result.metrics["rougeL"], abs=1e-12)
+    assert metrics["eval_f1"] == pytest.approx(result.metrics["f1"], abs=1e-12)
+
+
 def test_generation_eval_callback_feeds_metric_for_best_model(tiny, tmp_path):
     import copy
 

@@ -44,7 +44,8 @@ PRESETS: dict[str, dict] = {
         "batch_size": 2,
         "grad_accum": 1,
     },
-    # A laptop-CPU run on the bundled sample data: 5-10 minutes of training on 2 cores (443 s idle).
+    # A laptop-CPU run on the bundled sample data: 3.5-7.5 minutes of training on 2 cores, by the host (205 s and
+    # 443 s on two idle 2-core Xeons).
     # Measured (benchmarks/quickstart_quality.py, benchmarks/README.md): theta-eval's ROUGE-L on the held-out
     # paraphrases is ~0.32 (0.14 with the GPT-2-layout theta-tiny of earlier versions, answers only, dropout
     # 0.1). What moved it: theta-tiny as a Llama (relative positions), the loss on the questions too, dropout

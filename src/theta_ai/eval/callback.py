@@ -13,7 +13,7 @@ from typing import Sequence
 from transformers import TrainerCallback
 
 from theta_ai.data import Example, ExampleFormatter
-from theta_ai.eval.generation import context_length, fit_prompts, generate_answers, select_subset
+from theta_ai.eval.generation import DEFAULT_MAX_NEW_TOKENS, context_length, fit_prompts, generate_answers, select_subset
 from theta_ai.metrics import TEXT_METRIC_KEYS, compute_text_metrics
 
 
@@ -36,7 +36,7 @@ class GenerationEvalCallback(TrainerCallback):
     """
 
     def __init__(self, examples: Sequence[Example], formatter: ExampleFormatter, *, num_examples: int = 32,
-                 seed: int = 42, batch_size: int = 16, max_new_tokens: int = 64,
+                 seed: int = 42, batch_size: int = 16, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  metrics: Sequence[str] = ("rougeL", "bleu", "exact_match", "f1"), tb_writer=None):
         unknown = [m for m in metrics if m not in TEXT_METRIC_KEYS]
         if unknown:

@@ -21,6 +21,9 @@ from theta_ai.model.tokens import stop_token_ids  # the stop rules live with the
 if TYPE_CHECKING:  # pragma: no cover
     from theta_ai.data import Example, ExampleFormatter
 
+#: theta-eval's ``--max-new-tokens`` and the generation-eval callback's: the same answers in both.
+DEFAULT_MAX_NEW_TOKENS = 128
+
 #: A following turn the model may write when it runs on past its answer (the ``qa`` template's user turn).
 #: Cut after generation, not with ``generate(stop_strings=["Question:"], tokenizer=...)``: transformers'
 #: StopStringCriteria matches the string anywhere, also inside a word (``SubQuestion:`` would end the answer there),
@@ -99,7 +102,7 @@ def _batches(order: list[int], size: int) -> list[list[int]]:
 
 
 def generate_answers(model, tokenizer, prompts: Sequence[list[int]], *, batch_size: int = 16,
-                     max_new_tokens: int = 128, progress: bool = False, desc: str = "generating") -> list[Generation]:
+                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, progress: bool = False, desc: str = "generating") -> list[Generation]:
     """Greedy answers for token-id prompts, batched with left padding, returned in the prompts' order.
 
     ``prompts`` must already fit the model's context together with ``max_new_tokens`` (see :func:`fit_prompts`).

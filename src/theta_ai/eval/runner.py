@@ -28,7 +28,8 @@ from theta_ai.data import DataError, Example, ExampleFormatter, load_examples
 from theta_ai.data.mapping import NO_MAPS, DataMaps
 from theta_ai.eval.analysis import (CATEGORY_HELP, PRECEDENCE, categorize, category_table, domain_categories,
                              example_responses, length_stats, worst_examples)
-from theta_ai.eval.generation import (answer_losses, context_length, fit_prompts, generate_answers, select_subset)
+from theta_ai.eval.generation import (DEFAULT_MAX_NEW_TOKENS, answer_losses, context_length, fit_prompts,
+                                      generate_answers, select_subset)
 from theta_ai.metrics import PER_EXAMPLE_KEYS, TEXT_METRIC_KEYS, compute_text_metrics, per_example_scores
 from theta_ai.config.samples import resolve_sample_paths
 from theta_ai.errors import ModelLoadError
@@ -47,7 +48,7 @@ class EvalSettings:
     """How theta-eval generates and reports (the CLI flags)."""
 
     batch_size: int = 16
-    max_new_tokens: int = 128
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     num_examples: int = 5
     seed: int = 42
     max_examples: int | None = None

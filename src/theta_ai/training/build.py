@@ -64,12 +64,15 @@ def build_trainer(run: "PreparedRun", callbacks: list | None = None):
     theta_callbacks: list = []
     generation = None
     if cfg.generation_eval:  # first: it adds eval_rougeL & co. before anything reads the metrics
+        # the subset in one batch of up to 8 (generating needs no backward pass, so a batch of 8 fits wherever
+        # training at batch 4 does), or the evaluation batch when that is larger
+        batch = max(cfg.eval_batch_size or cfg.batch_size, min(cfg.generation_eval, 8))
         generation = GenerationEvalCallback(run.val_examples, run.formatter, num_examples=cfg.generation_eval,
-                                            seed=cfg.seed, batch_size=cfg.batch_size, tb_writer=writer)
+                                            seed=cfg.seed, batch_size=batch, tb_writer=writer)
         theta_callbacks.append(generation)
     theta_callbacks += [BestModelCallback(run.checkpoint_dir, run.training_args.metric_for_best_model,
                                           with_optimizer=cfg.spike_guard),
-                        EpochSummaryCallback(), GracefulStopCallback()]
+                        EpochSummaryCallback(len(generation.examples) if generation else None), GracefulStopCallback()]
     if writer is not None:
         # before TensorBoardCallback: it closes the writer in on_train_end, and hparams are written in ours
         theta_callbacks += monitoring_callbacks(writer, cfg.as_dict(), cfg.grad_log_steps, cfg.histogram_steps,

@@ -12,10 +12,15 @@ logger = logging.getLogger("theta_ai")
 
 
 class EpochSummaryCallback(TrainerCallback):
-    """One plain line per evaluation (epoch, losses, perplexity) for the console and the run log."""
+    """One plain line per evaluation (epoch, losses, perplexity) for the console and the run log.
 
-    def __init__(self):
+    ``generation_examples``: how many validation questions the generation-eval callback answers, named in
+    the line (``ROUGE-L on 8 answers``): a fixed subset scores differently from theta-eval's whole set.
+    """
+
+    def __init__(self, generation_examples: int | None = None):
         self.last_train_loss: float | None = None
+        self.rouge_label = f"ROUGE-L on {generation_examples} answers" if generation_examples else "ROUGE-L"
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -41,7 +46,7 @@ class EpochSummaryCallback(TrainerCallback):
         ppl = math.exp(loss) if loss is not None and loss < 50 else float("inf")
         train = f"{self.last_train_loss:.4f}" if self.last_train_loss is not None else "-"
         extra = "".join(f", {name} {metrics[key]:.4f}" for key, name in (
-            ("eval_token_accuracy", "answer-token accuracy"), ("eval_rougeL", "ROUGE-L")) if key in metrics)
+            ("eval_token_accuracy", "answer-token accuracy"), ("eval_rougeL", self.rouge_label)) if key in metrics)
         if self._is_new_best(args, state, metrics):  # theta_best is replaced by this epoch's checkpoint
             extra += ", new best"
         logger.info("epoch %.0f: train loss %s, validation loss %.4f (perplexity %.2f)%s",
