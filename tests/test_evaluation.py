@@ -424,8 +424,6 @@ def test_chat_template_model_folder(tmp_path):
 def test_generation_eval_callback_answers_as_theta_eval_does(tiny):
     """Per epoch and in theta-eval the same questions get the same answers and scores (the callback once cut
     answers at 64 new tokens where theta-eval allows 128, so its ROUGE-L read lower for the same model)."""
-    from types import SimpleNamespace
-
     from theta_ai.eval.callback import GenerationEvalCallback
     from theta_ai.model.load import build_theta_tiny, training_texts
 

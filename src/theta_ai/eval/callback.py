@@ -13,7 +13,8 @@ from typing import Sequence
 from transformers import TrainerCallback
 
 from theta_ai.data import Example, ExampleFormatter
-from theta_ai.eval.generation import DEFAULT_MAX_NEW_TOKENS, context_length, fit_prompts, generate_answers, select_subset
+from theta_ai.eval.generation import (DEFAULT_MAX_NEW_TOKENS, context_length, fit_prompts, generate_answers,
+                                      select_subset)
 from theta_ai.metrics import TEXT_METRIC_KEYS, compute_text_metrics
 
 

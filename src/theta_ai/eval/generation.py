@@ -102,7 +102,8 @@ def _batches(order: list[int], size: int) -> list[list[int]]:
 
 
 def generate_answers(model, tokenizer, prompts: Sequence[list[int]], *, batch_size: int = 16,
-                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, progress: bool = False, desc: str = "generating") -> list[Generation]:
+                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, progress: bool = False,
+                     desc: str = "generating") -> list[Generation]:
     """Greedy answers for token-id prompts, batched with left padding, returned in the prompts' order.
 
     ``prompts`` must already fit the model's context together with ``max_new_tokens`` (see :func:`fit_prompts`).
