@@ -26,8 +26,10 @@ HPARAMS = dict(batch_size=4, grad_accum=4, learning_rate=5e-5, warmup_steps=500,
                logging_steps=10, max_len=512)
 MODELS = ("gpt2", "qwen3")  # the default matrix; also "gpt2-124m" (--models gpt2-124m)
 TOKENIZER_OF = {"gpt2-124m": "gpt2"}  # a model name that is not a folder of ../shared/tokenizers
-DATASETS = ("bundled", "long")
+DATASETS = ("bundled", "long")  # the default matrix; also "long512" (--datasets long512)
+ALL_DATASETS = (*DATASETS, "long512")
 LONG_PARTS = 3  # answers of the long set: this many bundled answers, "\n\n"-joined
+PARTS = {"long": LONG_PARTS, "long512": 10}  # long512: ~600 tokens, cut at max length 512 (the memory target's)
 VAL_ROWS = 24  # validation records of the loss after training (the same rows for every recipe)
 THETA_VAL_ROWS = 8  # validation records of theta's own per-epoch evaluation (after the timed epoch)
 # What each theta recipe changes on top of theta-train's defaults (resolve_config option names).
@@ -56,7 +58,7 @@ def train_records(dataset: str, n: int | None, seed: int = SEED) -> list[dict]:
     ``bundled``: the 336 sample records three times over, the third copy with every 4th answer followed by the next
     record's (1,008 examples, the real length distribution plus a tail up to ~350 tokens). ``long``: every sample
     question with LONG_PARTS answers joined (copy ``c`` joins answers ``c + 1`` records apart; as many copies as
-    ``n`` needs).
+    ``n`` needs). ``long512``: the same with 10 answers joined (400-700 tokens, most cut at 512).
     """
     base = _read(TRAIN_FILE)
     if dataset == "bundled":
@@ -64,7 +66,8 @@ def train_records(dataset: str, n: int | None, seed: int = SEED) -> list[dict]:
         records += [_joined(base, i, parts=2) if i % 4 == 0 else dict(r) for i, r in enumerate(base)]
     else:
         copies = max(1, -(-(n or len(base)) // len(base)))
-        records = [_joined(base, i, stride=c + 1) for c in range(copies) for i in range(len(base))]
+        records = [_joined(base, i, stride=c + 1, parts=PARTS[dataset]) for c in range(copies)
+                   for i in range(len(base))]
     random.Random(seed).shuffle(records)
     return records[:n] if n else records
 
@@ -73,7 +76,7 @@ def val_records(dataset: str) -> list[dict]:
     """The validation set: the first VAL_ROWS of the bundled validation file (paraphrased questions), their answers
     joined with the next records' for ``long``."""
     base = _read(VAL_FILE)
-    rows = base if dataset == "bundled" else [_joined(base, i) for i in range(len(base))]
+    rows = base if dataset == "bundled" else [_joined(base, i, parts=PARTS[dataset]) for i in range(len(base))]
     return rows[:VAL_ROWS]
 
 

@@ -5,6 +5,7 @@ path and each theta-train speed option on top of it, on a GPT-2 and a Qwen3-fami
     python benchmarks/train_throughput.py --quick            # smoke test: 1 repeat, 16 examples, a few minutes
     python benchmarks/train_throughput.py --models qwen3 --datasets long --recipes plain,theta,theta-unchunked
     python benchmarks/train_throughput.py --examples 512 --repeats 5   # longer epochs, more repeats
+    python benchmarks/train_throughput.py --models qwen3 --datasets long512 --recipes plain,theta   # memory at 512
 
 Models (each created once per invocation with a fixed seed, saved with ``save_pretrained`` beside its tokenizer,
 and loaded from that folder by every recipe, so all start from identical weights):
@@ -23,6 +24,8 @@ Data sets (``--examples N`` takes the first N after a seeded shuffle; defaults b
   every 4th answer followed by the next record's (the real length distribution plus a tail to ~350 tokens).
 * ``long``: short questions, long answers: each sample question with 3 sample answers joined by a blank line
   (answers are ~90% of the tokens; the run prints the measured share for each model).
+* ``long512`` (only when named in ``--datasets``): the same with 10 answers joined (400-700 tokens; most are cut
+  at the 512-token maximum): the issue's memory target (a 151k vocabulary at 512 tokens, batch 4).
 Validation (only for the loss after training): the 60 records of ``theta_sample_val.json``, for ``long`` with 3
 answers joined the same way.
 
@@ -108,8 +111,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # throughput_recipes, 
 import throughput_recipes as tr  # noqa: E402
 
 RESULTS = tr.ROOT / "benchmarks" / "results" / "train_throughput.json"
-DEFAULT_EXAMPLES = {"bundled": 96, "long": 48}
-QUICK_EXAMPLES = {"bundled": 16, "long": 16}
+DEFAULT_EXAMPLES = {"bundled": 96, "long": 48, "long512": 32}
+QUICK_EXAMPLES = {"bundled": 16, "long": 16, "long512": 8}
 
 
 # ---------------------------------------------------------------------------- worker
@@ -304,7 +307,7 @@ def split_list(values: list[str], choices: tuple[str, ...], flag: str) -> list[s
 
 def parent(args) -> int:
     models = split_list(args.models, (*tr.MODELS, *tr.TOKENIZER_OF), "--models")
-    datasets = split_list(args.datasets, tr.DATASETS, "--datasets")
+    datasets = split_list(args.datasets, tr.ALL_DATASETS, "--datasets")
     recipes = split_list(args.recipes or list(tr.RECIPES), tr.RECIPES, "--recipes")
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = {d: args.examples or (QUICK_EXAMPLES if args.quick else DEFAULT_EXAMPLES)[d] for d in datasets}
@@ -391,7 +394,7 @@ def parent(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(tr.MODELS), help="comma-separated: gpt2,qwen3 (default both), gpt2-124m (GPT-2 small's shape)")
-    p.add_argument("--datasets", nargs="+", default=list(tr.DATASETS), help="comma-separated: bundled,long (default both)")
+    p.add_argument("--datasets", nargs="+", default=list(tr.DATASETS), help="comma-separated: bundled,long (default both), long512 (answers cut at 512 tokens: the memory target)")
     p.add_argument("--recipes", nargs="+", help=f"comma-separated, in this order (default: all of {','.join(tr.RECIPES)} "
                                                 "but the chunked-loss variant equal to theta's default)")
     p.add_argument("--repeats", type=int, help="interleaved rounds per (model, data set); medians (default 3, --quick 1)")

@@ -173,10 +173,10 @@ class ThetaConfig:
     precision: str = option("auto", "auto = fp16 on CUDA, fp32 on CPU; bf16 where the card supports it", TRAINING,
                             choices=("auto", "fp16", "bf16", "fp32"))
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory", TRAINING)
-    chunked_loss: str = option("auto", "LM head and loss a slice of positions at a time, so a batch's logits never "
-                               "exist at once (one more head matmul per slice but the last: none when the answers "
-                               "fit in one 256 MiB slice); auto = on CUDA for vocabularies of 100k tokens and more "
-                               "(Llama 3, Qwen, Gemma), off on a CPU, where it cost time and RAM is not the limit", TRAINING, choices=("auto", "on", "off"))
+    chunked_loss: str = option("auto", "the fused LM head and loss make the logits of 256 MiB of answer positions at "
+                               "a time, so a batch's logits never exist at once (no recomputation); auto = on for "
+                               "vocabularies of 100k tokens and more (Llama 3, Qwen, Gemma)", TRAINING,
+                               choices=("auto", "on", "off"))
     torch_compile: bool = option(False, "compile the model with torch.compile (Trainer's torch_compile): a slower "
                                  "start, faster steps where the backend compiles well (benchmarks/train_throughput.py "
                                  "measures it)", TRAINING)

@@ -58,9 +58,10 @@ Around the layers (A_model): the final norm (fp32) and the LM head input (a h). 
 the logits); at the start of backward the saved log-softmax output, the gradient from ``nll_loss``
 and the gradient of the logits are three fp32 N x V tensors, 12 N V bytes. For GPT-2's 50,257-token
 vocabulary that is 0.6 MB per token (2.3 GiB for 8 x 512 tokens), three quarters of what gpt2's twelve
-layers keep. With the chunked loss (``--chunked-loss``, on by default for vocabularies of 100k tokens and more)
-only one slice of positions has logits at a time (256 MiB of fp32 logits, so three such tensors) and the forward
-pass saves none.
+layers keep. With the chunked loss (``--chunked-loss``, on by default for vocabularies of 100k tokens and more on CUDA)
+the fused head and loss (training/linear_cross_entropy.py) make one slice of positions' logits at a time in one
+256 MiB fp32 buffer (plus the matmul's half-precision output under mixed precision), turn them into the gradient
+in place and save none for backward.
 
 **LoRA** (``LoraSpec``): the base weights are frozen, so only the adapters (``r (in + out)`` per
 targeted linear layer, counted exactly on the meta model) have gradients and optimizer states.
@@ -183,7 +184,7 @@ class MemoryEstimate:
             ("optimizer", self.optimizer, "AdamW: 2 fp32 states per trainable parameter"),
             ("activations", self.activations, f"batch {self.batch_size} x {self.seq_len} tokens, {mp}"
              + (", gradient checkpointing" if self.gradient_checkpointing else "")),
-            ("logits/loss", self.logits, "3 fp32 copies of one slice's logits (chunked loss)" if self.chunked_loss
+            ("logits/loss", self.logits, "one slice's logits, fused loss (chunked loss)" if self.chunked_loss
              else "3 fp32 copies of batch x seq x vocab in the cross-entropy"),
             ("overhead", self.overhead, f"CUDA context {format_bytes(CUDA_CONTEXT_BYTES)} + "
              f"{ALLOCATOR_SLACK:.0%} allocator slack"),
@@ -278,9 +279,13 @@ def estimate_memory(config, *, batch_size: int, seq_len: int, precision: str = "
     optimizer = trainable * ADAMW_STATE_BYTES
     if chunked_loss is None:
         chunked_loss = shape.vocab >= AUTO_MIN_VOCAB
-    # chunked: one slice's logits at a time (max(64, CHUNK_BYTES / 4V) positions), none saved by the forward pass
-    logit_rows = min(tokens, max(64, CHUNK_BYTES // (FP32 * shape.vocab))) if chunked_loss else tokens
-    logits = LOGITS_PEAK_BYTES * logit_rows * shape.vocab
+    # chunked: one slice buffer of max(64, CHUNK_BYTES / 4V) positions (fp32, plus the half-precision matmul output
+    # under mixed precision), none saved by the forward pass; whole logits: the cross-entropy's three fp32 copies
+    if chunked_loss:
+        logit_rows = min(tokens, max(64, CHUNK_BYTES // (FP32 * shape.vocab)))
+        logits = (FP32 + (a if a < FP32 else 0)) * logit_rows * shape.vocab
+    else:
+        logits = LOGITS_PEAK_BYTES * tokens * shape.vocab
     allocated = weights + weight_copies + gradients + optimizer + activations + logits
     overhead = CUDA_CONTEXT_BYTES + int(ALLOCATOR_SLACK * allocated)
     return MemoryEstimate(weights, weight_copies, gradients, optimizer, activations, logits, overhead,

@@ -7,14 +7,17 @@ with its LM head replaced by the identity (its output is then the final hidden s
 :func:`answer_cross_entropy` applies the head weight to those positions only. Prompt, padding and the last
 position make no logits at all, which is most of a chat example's positions.
 
+Either way the head and the cross-entropy are one fused step (:mod:`theta_ai.training.linear_cross_entropy`):
+the forward pass makes the logits, turns them in place into the loss and its gradient and multiplies that by the
+head weight and the hidden states there and then, so autograd keeps no logits at all, only the head's gradients
+(``vocabulary x width`` for the weight, ``positions x width`` for the hidden states), and no matmul is run twice.
+
 The chunked loss (``--chunked-loss``): for Qwen's 151,669-token vocabulary, batch 4 x 512 tokens of fp32 logits
-is 1.2 GB before the backward pass doubles it: a tenth of a 12 GB card. :func:`chunked_cross_entropy` applies
-the head to ``CHUNK_BYTES`` worth of answer positions at a time under ``torch.utils.checkpoint``: each slice's
-logits are made, turned into a summed loss and freed; the backward pass makes them again, one slice at a time.
-What autograd keeps is the hidden states (``positions x width``) and the last slice's logits, not ``positions x
-vocabulary``. The price is one more LM-head matmul for every slice but the last (the recomputation), nothing when
-a batch's answers fit in one slice; ``--chunked-loss auto`` uses it for vocabularies of :data:`AUTO_MIN_VOCAB`
-tokens and more when training on CUDA, where the logits dominate a card's memory (not on a CPU: see
+is 1.2 GB: a tenth of a 12 GB card, and the plain path keeps two such tensors for the backward pass and makes a
+third there. With the chunked loss the fused step makes the logits of ``CHUNK_BYTES`` worth of answer positions at
+a time in one reused buffer (:func:`chunk_rows`), so at most that much of them exists at once; without it, one
+buffer holds the logits of all of a batch's answer positions. ``--chunked-loss auto`` uses slices for
+vocabularies of :data:`AUTO_MIN_VOCAB` tokens and more, where the logits dominate a 12 GB card's memory (see
 :func:`use_chunked_loss`).
 
 Both are the model's own ``ForCausalLM`` loss (shift by one, fp32 logits, sum over answer tokens divided by
@@ -29,11 +32,10 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from theta_ai.data.collate import answer_positions
 from theta_ai.planner.activations import AUTO_MIN_VOCAB, CHUNK_BYTES  # shared with the memory planner
+from theta_ai.training.linear_cross_entropy import linear_cross_entropy
 
 IGNORE_INDEX = -100
 
@@ -82,11 +84,6 @@ def hidden_states_out(model) -> Iterator[torch.nn.Linear]:
         setattr(parent, name, head)
 
 
-def _slice_loss(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
-    logits = F.linear(hidden, weight, bias).float()
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
-
-
 def chunk_rows(vocab_size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
     """Positions per slice: ``chunk_bytes`` of fp32 logits, at least 64."""
     return max(64, chunk_bytes // (4 * vocab_size))
@@ -98,26 +95,14 @@ def answer_cross_entropy(hidden: torch.Tensor, positions: torch.Tensor, targets:
     ``positions`` (``row * time + t``, see :func:`theta_ai.data.collate.answer_positions`) against ``targets``.
 
     The LM head runs on exactly the positions that predict a trained label, never on prompt or padding positions.
-    ``rows``: slices of that many positions, each but the last recomputed in the backward pass (the chunked loss:
-    autograd keeps one slice's logits, at most ``rows x vocabulary``); None: one matmul whose logits autograd keeps
-    (answer tokens x vocabulary, not positions x vocabulary). Answers that fit in one slice cost no recomputation.
+    ``rows``: the fused head and loss (:func:`theta_ai.training.linear_cross_entropy.linear_cross_entropy`) make
+    the logits of that many positions at a time (the chunked loss: at most ``rows x vocabulary`` exist at once);
+    None: of all answer positions at once. Neither keeps logits for the backward pass, nor recomputes any.
     The summed loss is divided by ``num_items_in_batch`` (the answer tokens of the whole accumulation window) or,
     without it, by this batch's answer tokens.
     """
     flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions.to(hidden.device))
-    targets = targets.to(hidden.device)
-    if rows is None or flat.shape[0] <= rows:
-        total = _slice_loss(flat, targets, head.weight, head.bias)
-    else:
-        # Every slice but the last is recomputed in the backward pass. The last one is not: the loss is the last
-        # operation of the forward pass, so its logits would be made again right away, at the start of the
-        # backward pass, with every activation of the model still alive: the same peak, one more matmul.
-        last = (flat.shape[0] - 1) // rows * rows
-        total = flat.new_zeros((), dtype=torch.float32)
-        for start in range(0, last, rows):
-            total = total + checkpoint(_slice_loss, flat[start:start + rows], targets[start:start + rows],
-                                       head.weight, head.bias, use_reentrant=False)
-        total = total + _slice_loss(flat[last:], targets[last:], head.weight, head.bias)
+    total = linear_cross_entropy(flat, head.weight, head.bias, targets.to(hidden.device), rows)
     if num_items_in_batch is None:
         num_items_in_batch = targets.numel()
     if torch.is_tensor(num_items_in_batch):
@@ -138,22 +123,19 @@ def chunked_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor, head: torc
                                 rows or chunk_rows(head.out_features))
 
 
-def use_chunked_loss(setting: str, model, cuda: bool | None = None) -> bool:
-    """``--chunked-loss``: ``on``, ``off``, or ``auto``: on for vocabularies of :data:`AUTO_MIN_VOCAB` and more when
-    training on CUDA (``cuda``: None = ``torch.cuda.is_available()``).
+def use_chunked_loss(setting: str, model) -> bool:
+    """``--chunked-loss``: ``on``, ``off``, or ``auto``: on for vocabularies of :data:`AUTO_MIN_VOCAB` and more.
 
-    Why not on a CPU: there the memory is the machine's RAM, not a 12 GB card, and the answer-token head already
-    keeps logits for the answer positions only; measured side by side (benchmarks/train_throughput.py, a Qwen3
-    config with its 151,669-token vocabulary, two CPUs), slicing made the epoch 10-29% slower on every data set
-    and its peak memory was within 20% of the unsliced run's, which stayed at or below plain Trainer's.
+    With the fused head and loss slicing costs no recomputation, only smaller matmuls: measured side by side
+    (benchmarks/train_throughput.py, a Qwen3 config with its 151,669-token vocabulary, 2 CPU cores) the sliced
+    epoch was within 3% of the unsliced one on both data sets and peaked 0-9% lower. On a 12 GB card the bound
+    is what matters: a batch's whole answer logits (4 x 512 x 151,669 fp32 = 1.2 GB) never exist.
     """
     if setting == "off" or output_head(model) is None:
         return False
     if setting == "on":
         return True
-    if cuda is None:
-        cuda = torch.cuda.is_available()
-    return cuda and int(_causal_lm(model).config.vocab_size) >= AUTO_MIN_VOCAB
+    return int(_causal_lm(model).config.vocab_size) >= AUTO_MIN_VOCAB
 
 
 def name_causal_lm_loss(model) -> None:
@@ -208,7 +190,7 @@ def check_chunked_loss(model, rtol: float = 1e-4) -> str | None:
     return None
 
 
-def loss_path_choice(setting: str, model, notes: list[str], cuda: bool | None = None) -> tuple[bool, bool]:
+def loss_path_choice(setting: str, model, notes: list[str]) -> tuple[bool, bool]:
     """``(chunked, answer_head)``: how this run's training step computes the loss, decided once, after one proof.
 
     ``answer_head``: the LM head runs on the answer positions only (:func:`answer_cross_entropy`), wherever the
@@ -217,7 +199,7 @@ def loss_path_choice(setting: str, model, notes: list[str], cuda: bool | None = 
     step computes whole logits from the first trained position on: the same loss with more work, which is said in
     one line only when the user asked for the chunked loss.
     """
-    wanted = use_chunked_loss(setting, model, cuda)
+    wanted = use_chunked_loss(setting, model)
     if output_head(model) is None:
         if setting == "on":
             notes.append("--chunked-loss on: the model's LM head is not a plain linear layer; the loss is computed "

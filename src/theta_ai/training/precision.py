@@ -51,17 +51,35 @@ class ProbeResult:
         return self.speedup >= MIN_SPEEDUP
 
 
-def _step_seconds(model, ids: torch.Tensor, bf16: bool) -> float:
+def _step_loss(model, ids: torch.Tensor, loss_path: tuple[bool, bool]) -> torch.Tensor:
+    """The loss as the training step computes it: the model's own, or (``loss_path`` = (chunked, answer_head),
+    training/loss.py) the fused answer-token head, every position but the last predicting the next token."""
+    chunked, answer_head = loss_path
+    if not answer_head:
+        return model(input_ids=ids, labels=ids).loss
+    from theta_ai.training.loss import answer_cross_entropy, chunk_rows, hidden_states_out
+
+    with hidden_states_out(model) as head:
+        hidden = model(input_ids=ids).logits
+    rows, columns = ids.shape
+    positions = (torch.arange(rows)[:, None] * columns + torch.arange(columns - 1)).reshape(-1)
+    return answer_cross_entropy(hidden, positions, ids[:, 1:].reshape(-1), head,
+                                rows=chunk_rows(head.out_features) if chunked else None)
+
+
+def _step_seconds(model, ids: torch.Tensor, bf16: bool, loss_path: tuple[bool, bool]) -> float:
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = _step_loss(model, ids, loss_path)
     loss.backward()
     return time.perf_counter() - start
 
 
 def probe_cpu_bf16(model, batch: int = PROBE_BATCH, tokens: int = PROBE_TOKENS,
-                   repeats: int = PROBE_REPEATS) -> ProbeResult:
-    """Time a training step's forward + backward of ``model`` in fp32 and under bf16 autocast (best of ``repeats``)."""
+                   repeats: int = PROBE_REPEATS, loss_path: tuple[bool, bool] = (False, False)) -> ProbeResult:
+    """Time a training step's forward + backward of ``model`` in fp32 and under bf16 autocast (best of ``repeats``),
+    with the loss computed as the run will (``loss_path``: (chunked, answer_head) of
+    :func:`theta_ai.training.loss.loss_path_choice`; the fused head changes how much bf16 gains)."""
     rng = torch.get_rng_state()
     was_training = model.training
     vocab = int(getattr(model.config, "vocab_size", 1000))
@@ -69,11 +87,11 @@ def probe_cpu_bf16(model, batch: int = PROBE_BATCH, tokens: int = PROBE_TOKENS,
     model.train()
     best = {False: float("inf"), True: float("inf")}
     try:
-        _step_seconds(model, ids[:, :16], False)  # first-call set-up (allocator, kernels) is not the step's cost
-        _step_seconds(model, ids[:, :16], True)
+        _step_seconds(model, ids[:, :16], False, loss_path)  # first-call set-up (allocator, kernels) is not the cost
+        _step_seconds(model, ids[:, :16], True, loss_path)
         for _ in range(repeats):
             for bf16 in (False, True):
-                best[bf16] = min(best[bf16], _step_seconds(model, ids, bf16))
+                best[bf16] = min(best[bf16], _step_seconds(model, ids, bf16, loss_path))
     finally:
         for p in model.parameters():
             p.grad = None
@@ -82,14 +100,16 @@ def probe_cpu_bf16(model, batch: int = PROBE_BATCH, tokens: int = PROBE_TOKENS,
     return ProbeResult(best[False], best[True])
 
 
-def choose_cpu_precision(model, recorded: str | None = None) -> tuple[bool, str | None]:
-    """(bf16?, the banner's line) for ``--precision auto`` on a CPU; ``recorded`` = a resumed run's precision."""
+def choose_cpu_precision(model, recorded: str | None = None,
+                         loss_path: tuple[bool, bool] = (False, False)) -> tuple[bool, str | None]:
+    """(bf16?, the banner's line) for ``--precision auto`` on a CPU; ``recorded`` = a resumed run's precision;
+    ``loss_path``: how the run computes its loss (see :func:`probe_cpu_bf16`)."""
     if recorded is not None:
         return recorded == "bf16", None
     parameters = sum(p.numel() for p in model.parameters())
     if parameters < MIN_PARAMETERS or not cpu_has_native_bf16():
         return False, None
-    result = probe_cpu_bf16(model)
+    result = probe_cpu_bf16(model, loss_path=loss_path)
     if result.bf16_wins:
         return True, (f"precision auto: a training step of this model ran {result.speedup:.2f}x faster under bf16 "
                       f"autocast on this CPU ({result.fp32_s * 1e3:.0f} ms fp32, {result.bf16_s * 1e3:.0f} ms bf16), so "

@@ -216,12 +216,14 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
         collator = MarkedCollator(packing_collator())
     else:
         collator = MarkedCollator(PaddingCollator(pad_token_id=loaded.tokenizer.pad_token_id))
-    args = build_training_arguments(cfg, checkpoint_dir, notes, cpu_bf16_choice(cfg, loaded.model, resume_from, notes))
+    loss_path = loss_path_choice(cfg.chunked_loss, loaded.model, notes)  # (chunked, answer_head); the probe times it
+    args = build_training_arguments(cfg, checkpoint_dir, notes,
+                                    cpu_bf16_choice(cfg, loaded.model, resume_from, notes, loss_path))
     run = PreparedRun(cfg, train_examples, val_examples, loaded, formatter, train_dataset, val_dataset,
                       train_stats, val_stats, collator, args, checkpoint_dir, run_log_dir(cfg, resume_from),
                       resume_from, world_size(), notes, augmenter, trainer_dataset, lock,
                       checkpoint_sizes(loaded.model, cfg.epochs, cfg.save_total_limit))
-    run.chunked_loss, run.answer_head = loss_path_choice(cfg.chunked_loss, loaded.model, notes)
+    run.chunked_loss, run.answer_head = loss_path
     total_steps = run.steps_per_epoch * cfg.epochs
     if cfg.warmup_ratio is None and cfg.warmup_steps > total_steps:  # a ratio replaces the steps (training_args)
         notes.append(f"warmup {cfg.warmup_steps} steps is longer than the whole run ({total_steps:.0f} steps): "

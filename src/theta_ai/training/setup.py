@@ -124,8 +124,10 @@ def run_log_dir(cfg: ThetaConfig, resume_from: Path | None) -> Path:
 # ---------------------------------------------------------------------------- prepare / train
 
 
-def cpu_bf16_choice(cfg: ThetaConfig, model, resume_from: Path | None, notes: list[str]) -> bool:
-    """``--precision auto`` without CUDA: bf16 autocast where the start-up probe shows it faster (training/precision).
+def cpu_bf16_choice(cfg: ThetaConfig, model, resume_from: Path | None, notes: list[str],
+                    loss_path: tuple[bool, bool] = (False, False)) -> bool:
+    """``--precision auto`` without CUDA: bf16 autocast where the start-up probe shows it faster (training/precision),
+    timing the step with the run's own loss path (``loss_path``: (chunked, answer_head), training/loss).
 
     A resumed run keeps its checkpoint's precision; a multi-process CPU run stays fp32 (each process would time
     its own probe and could choose differently).
@@ -133,7 +135,7 @@ def cpu_bf16_choice(cfg: ThetaConfig, model, resume_from: Path | None, notes: li
     if cfg.precision != "auto" or torch.cuda.is_available() or world_size() > 1:
         return False
     recorded = ckpt.read_run_info(resume_from).get("precision") if resume_from is not None else None
-    bf16, line = choose_cpu_precision(model, recorded)
+    bf16, line = choose_cpu_precision(model, recorded, loss_path)
     if line:
         notes.append(line)
     return bf16
