@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
           f"threads; {args.positions} positions x {args.width} wide x {args.vocab:,} vocabulary; "
           f"median of {args.repeats}, alternating\n")
     print("| precision | plain ms | fused, one slice ms | x plain | fused, slices of "
-          f"{sliced} ms | x plain | max grad diff (one slice, slices) |")
+          f"{sliced} rows, ms | x plain | max grad diff (one slice, slices) |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for bf16 in (False, True):
         times = {v: [] for v in variants}
