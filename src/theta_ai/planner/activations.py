@@ -189,6 +189,6 @@ LOGITS_SAVED_BYTES = FP32
 # (training/linear_cross_entropy.py) make the logits of a slice of positions at a time in one reused fp32 buffer
 # (CHUNK_BYTES; under mixed precision the matmul's half-precision output too), turn them into the loss and its
 # gradient in place and keep no logits for the backward pass. auto uses it for vocabularies of AUTO_MIN_VOCAB
-# tokens and more on CUDA.
+# tokens and more.
 AUTO_MIN_VOCAB = 100_000  # Llama 3 (128k), Qwen (151k), Gemma (262k); GPT-2's 50k keeps the plain path
 CHUNK_BYTES = 1 << 28  # fp32 logits of one slice: 256 MiB (443 positions of a 151k vocabulary)

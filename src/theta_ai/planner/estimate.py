@@ -58,7 +58,7 @@ Around the layers (A_model): the final norm (fp32) and the LM head input (a h). 
 the logits); at the start of backward the saved log-softmax output, the gradient from ``nll_loss``
 and the gradient of the logits are three fp32 N x V tensors, 12 N V bytes. For GPT-2's 50,257-token
 vocabulary that is 0.6 MB per token (2.3 GiB for 8 x 512 tokens), three quarters of what gpt2's twelve
-layers keep. With the chunked loss (``--chunked-loss``, on by default for vocabularies of 100k tokens and more on CUDA)
+layers keep. With the chunked loss (``--chunked-loss``, on by default for vocabularies of 100k tokens and more)
 the fused head and loss (training/linear_cross_entropy.py) make one slice of positions' logits at a time in one
 256 MiB fp32 buffer (plus the matmul's half-precision output under mixed precision), turn them into the gradient
 in place and save none for backward.

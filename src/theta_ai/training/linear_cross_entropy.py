@@ -72,10 +72,9 @@ def _slices_in(hidden, weight, bias, targets, rows, grads, ignore_index, compute
         total += torch.where(valid, peak.squeeze(1) + norm.log().squeeze(1) - target_logit, 0.0).sum()
         if grads == (False, False, False):
             continue
-        # d loss / d logits = softmax - one_hot, on the valid rows only
-        z.div_(norm)
-        z.scatter_add_(1, safe, torch.full_like(target_logit, -1.0)[:, None])
-        z.mul_(valid[:, None])
+        # d loss / d logits = softmax - one_hot on the valid rows, 0 on the ignored ones: one pass over the slice
+        z.mul_(valid[:, None] / norm)
+        z.scatter_add_(1, safe, -valid[:, None].to(z.dtype))
         g = z if compute == torch.float32 else logits.copy_(z)
         if want_hidden:
             grad_hidden[start:start + k] = torch.mm(g, w)

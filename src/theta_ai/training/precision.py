@@ -57,13 +57,13 @@ def _step_loss(model, ids: torch.Tensor, loss_path: tuple[bool, bool]) -> torch.
     chunked, answer_head = loss_path
     if not answer_head:
         return model(input_ids=ids, labels=ids).loss
+    from theta_ai.data.collate import answer_positions
     from theta_ai.training.loss import answer_cross_entropy, chunk_rows, hidden_states_out
 
     with hidden_states_out(model) as head:
         hidden = model(input_ids=ids).logits
-    rows, columns = ids.shape
-    positions = (torch.arange(rows)[:, None] * columns + torch.arange(columns - 1)).reshape(-1)
-    return answer_cross_entropy(hidden, positions, ids[:, 1:].reshape(-1), head,
+    positions, targets = answer_positions(ids)
+    return answer_cross_entropy(hidden, positions, targets, head,
                                 rows=chunk_rows(head.out_features) if chunked else None)
 
 

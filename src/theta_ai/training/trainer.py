@@ -100,7 +100,7 @@ class ThetaTrainer(Trainer):
         self.keep_checkpoints = keep_checkpoints
         self.published: list[Path] = []
         self._real_tokens_pending = 0  # counted by compute_loss from the collator's marks, summed in log()
-        self.chunked_loss = chunked_loss  # the answer-token head in slices, recomputed in backward (training/loss)
+        self.chunked_loss = chunked_loss  # the fused answer-token head in 256 MiB slices (training/loss)
         self.answer_head = answer_head  # the LM head on the answer positions only (implied by chunked_loss)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
