@@ -35,7 +35,8 @@ THETA_VAL_ROWS = 8  # validation records of theta's own per-epoch evaluation (af
 # What each theta recipe changes on top of theta-train's defaults (resolve_config option names).
 THETA_OPTIONS = {"theta": {}, "theta-packed": {"packing": True}, "theta-chunked": {"chunked_loss": "on"},
                  "theta-unchunked": {"chunked_loss": "off"}, "theta-bf16": {"precision": "bf16"},
-                 "theta-fp32": {"precision": "fp32"}, "theta-compile": {"torch_compile": True}}
+                 "theta-fp32": {"precision": "fp32"}, "theta-compile": {"torch_compile": True},
+                 "theta-no-reuse": {"reuse_host_memory": False}}
 RECIPES = ("plain", *THETA_OPTIONS)
 
 

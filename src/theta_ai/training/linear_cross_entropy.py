@@ -52,7 +52,7 @@ def _slices_in(hidden, weight, bias, targets, rows, grads, ignore_index, compute
     z_buf = logits_buf if compute == torch.float32 else torch.empty(rows, vocab, dtype=torch.float32,
                                                                     device=hidden.device)
     grad_hidden = torch.empty_like(hidden) if want_hidden else None
-    grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
+    grad_weight = None  # the first slice's product, then accumulated into (no zero-filled vocabulary x width buffer)
     grad_bias = torch.zeros(vocab, dtype=torch.float32, device=hidden.device) if want_bias else None
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     for start in range(0, n, rows):
@@ -79,12 +79,16 @@ def _slices_in(hidden, weight, bias, targets, rows, grads, ignore_index, compute
         if want_hidden:
             grad_hidden[start:start + k] = torch.mm(g, w)
         if want_weight:
-            if compute == torch.float32:
+            if grad_weight is None:
+                grad_weight = torch.mm(g.t(), x).to(torch.float32)
+            elif compute == torch.float32:
                 grad_weight.addmm_(g.t(), x)
             else:
                 grad_weight += torch.mm(g.t(), x)
         if want_bias:
             grad_bias += z.sum(0)
+    if want_weight and grad_weight is None:  # no positions at all
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32)
     return total, grad_hidden, grad_weight, grad_bias
 
 

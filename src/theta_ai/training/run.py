@@ -48,6 +48,7 @@ from theta_ai.training.disk import (
     checkpoint_sizes,
     is_disk_full,
 )
+from theta_ai.training.host_memory import return_freed_host_memory, reuse_freed_host_memory
 from theta_ai.training.inputs import RunInputs, read_run_inputs
 from theta_ai.training.lock import RunLock, acquire
 from theta_ai.training.setup import (
@@ -94,7 +95,9 @@ class PreparedRun:
     data_report: DataReport | None = None  # each file's layout and each source's examples (load_run_data)
 
     def close(self) -> None:
-        """Let go of the checkpoint folder (train() does this when it ends); safe to call twice."""
+        """Let go of the checkpoint folder and give kept host memory back (train() does this when it ends); safe
+        to call twice."""
+        return_freed_host_memory()
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -164,6 +167,7 @@ def prepare_run(cfg: ThetaConfig, inputs: RunInputs | None = None) -> PreparedRu
         run.data_report = data_report
         return run
     except BaseException:
+        return_freed_host_memory()
         if lock is not None:
             lock.release()
         raise
@@ -216,6 +220,9 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
         collator = MarkedCollator(packing_collator())
     else:
         collator = MarkedCollator(PaddingCollator(pad_token_id=loaded.tokenizer.pad_token_id))
+    if cfg.reuse_host_memory and not cfg.dry_run and not torch.cuda.is_available():  # before the probe times a step
+        line = reuse_freed_host_memory()
+        notes += [line] if line else []
     loss_path = loss_path_choice(cfg.chunked_loss, loaded.model, notes)  # (chunked, answer_head); the probe times it
     args = build_training_arguments(cfg, checkpoint_dir, notes,
                                     cpu_bf16_choice(cfg, loaded.model, resume_from, notes, loss_path))
