@@ -2,12 +2,13 @@
 step, side by side in one run: glibc's default allocator against theta's setting, for theta's loss path and for
 the plain one (Trainer's: the model's own loss over full logits).
 
-    python benchmarks/host_allocator.py                       # gpt2-124m and qwen3, 2 repeats: ~10 min, 2 cores
+    python benchmarks/host_allocator.py                       # gpt2-124m and qwen3, 2 repeats: ~12 min, 2 cores
     python benchmarks/host_allocator.py --models gpt2-124m --repeats 3 --steps 6
 
 Each optimizer step is what a theta run does on a CPU: 4 micro-batches of 4 rows (length drawn from 60-140 tokens,
 seeded, the first 15 tokens of each row prompt), forward and backward, gradient clipping at 1.0 and fused AdamW.
-One warm-up step, then ``--steps`` timed steps; the median of the repeats is reported with the peak resident
+With reuse the kept free memory goes back to the kernel after each step (``trim_kept_host_memory``, as a theta
+run's ``HostMemoryTrimCallback`` does). One warm-up step, then ``--steps`` timed steps; the median of the repeats is reported with the peak resident
 memory (``ru_maxrss``). Every (loss, allocator) pair runs in a fresh subprocess, alternating (A B C D A B C D ...),
 so drift on the machine hits each alike.
 
@@ -51,11 +52,9 @@ def build_model(name: str):
 
 def worker(model_name: str, mode: str, steps: int) -> dict:
     loss_path, allocator = mode.split("/")
-    note = None
-    if allocator == "reuse":
-        from theta_ai.training.host_memory import reuse_freed_host_memory
+    from theta_ai.training.host_memory import reuse_freed_host_memory, trim_kept_host_memory
 
-        note = reuse_freed_host_memory()
+    note = reuse_freed_host_memory() if allocator == "reuse" else None
     import torch
     from theta_ai.data.collate import answer_positions
     from theta_ai.training.loss import answer_cross_entropy, hidden_states_out
@@ -85,6 +84,7 @@ def worker(model_name: str, mode: str, steps: int) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
+        trim_kept_host_memory()  # what theta's HostMemoryTrimCallback does after each step (no-op without reuse)
 
     step()
     times = []
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

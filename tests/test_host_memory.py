@@ -15,6 +15,7 @@ from transformers import TrainerCallback
 
 from theta_ai import resolve_config, train
 from theta_ai.training import host_memory
+from theta_ai.training.callbacks import HostMemoryTrimCallback
 from theta_ai.training.run import prepare_run
 from theta_fixtures import tiny_train_config
 
@@ -57,6 +58,25 @@ def test_reuse_takes_large_blocks_from_the_heap_and_returning_puts_the_default_b
     assert host_memory.return_freed_host_memory() is False  # twice is harmless
 
 
+def _resident_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+
+
+def test_trimming_hands_freed_kept_memory_back_to_the_kernel(monkeypatch):
+    for name in host_memory.USER_SETTINGS + ("GLIBC_TUNABLES",):
+        monkeypatch.delenv(name, raising=False)
+    assert host_memory.trim_kept_host_memory() is False  # reuse off: nothing to trim
+    host_memory.reuse_freed_host_memory()
+    keep = torch.ones(8 * 2**20, dtype=torch.uint8)  # above the freed block: the heap's top stays in use
+    block = torch.ones(BLOCK, dtype=torch.uint8)
+    top = torch.ones(8 * 2**20, dtype=torch.uint8)
+    del block
+    before = _resident_mb()
+    assert host_memory.trim_kept_host_memory() is True
+    assert before - _resident_mb() > 0.9 * BLOCK / 2**20  # the 64 MiB hole's pages went back
+    del keep, top
+
+
 def test_allocator_settings_in_the_environment_are_left_alone(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
     line = host_memory.reuse_freed_host_memory()
@@ -86,9 +106,13 @@ def test_a_cpu_run_reuses_host_memory_while_it_trains_and_gives_it_back(tmp_path
     cfg = resolve_config(tiny_train_config(tmp_path, n=16, epochs=1.0, reuse_host_memory=reuse))
     run = prepare_run(cfg)
     assert any(n.startswith("host memory: freed buffers are kept") for n in run.notes) is reuse
+    trims = []
+    monkeypatch.setattr(HostMemoryTrimCallback, "on_step_end", lambda self, *a, **k: trims.append(
+        host_memory.trim_kept_host_memory()))
     probe = HeapProbe()
     train(cfg, prepared=run, callbacks=[probe])
     assert probe.seen == [reuse, reuse]  # 16 examples, batch 8: two optimizer steps
+    assert trims == ([True, True] if reuse else [])  # after each step, only while reuse is on
     assert not host_memory.reusing_freed_host_memory() and not large_block_from_heap()
 
 

@@ -180,9 +180,9 @@ class ThetaConfig:
     torch_compile: bool = option(False, "compile the model with torch.compile (Trainer's torch_compile): a slower "
                                  "start, faster steps where the backend compiles well (benchmarks/train_throughput.py "
                                  "measures it)", TRAINING)
-    reuse_host_memory: bool = option(True, "training on a CPU, keep freed host memory for reuse instead of "
-                                     "returning it to the kernel at once (glibc): faster steps, a few percent more "
-                                     "peak memory (benchmarks/host_allocator.py)", TRAINING)
+    reuse_host_memory: bool = option(True, "training on a CPU, keep freed host memory for reuse within each "
+                                     "optimizer step instead of returning it to the kernel at once (glibc): "
+                                     "faster steps, a little more peak memory (benchmarks/host_allocator.py)", TRAINING)
     auto_batch_size: bool = option(False, "on CUDA out of memory, halve --batch-size, double --grad-accum (same "
                                    "effective batch) and start again", TRAINING)
     logging_steps: int = option(10, "log training loss and learning rate every N optimizer steps", TRAINING)

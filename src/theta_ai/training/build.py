@@ -21,11 +21,13 @@ from theta_ai.monitoring import monitoring_callbacks
 from theta_ai.monitoring.plot import PLOT_FILE, LossPlotCallback, run_title
 from theta_ai.monitoring.trackers import TrackerWriter, run_trackers
 from theta_ai.training import checkpoints as ckpt
+from theta_ai.training.host_memory import reusing_freed_host_memory
 from theta_ai.training.callbacks import (
     BestModelCallback,
     EpochAwareDatasetCallback,
     EpochSummaryCallback,
     GracefulStopCallback,
+    HostMemoryTrimCallback,
     SpikeGuardCallback,
     TrainingProgressCallback,
 )
@@ -83,6 +85,8 @@ def build_trainer(run: "PreparedRun", callbacks: list | None = None):
         theta_callbacks.append(LossPlotCallback(run.log_dir, run_title(run.log_dir.name, cfg.preset, cfg.model_name)))
     if run.trainer_train_dataset is not run.train_dataset:
         theta_callbacks.append(EpochAwareDatasetCallback(run.trainer_train_dataset))
+    if reusing_freed_host_memory():
+        theta_callbacks.append(HostMemoryTrimCallback())
     if cfg.early_stopping_patience:
         theta_callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     if cfg.spike_guard:
