@@ -41,6 +41,8 @@ def large_block_from_heap() -> bool:
 
 @pytest.fixture(autouse=True)
 def _defaults_after():
+    # another test in this worker may have prepared a run it never closed (reuse still on): start from glibc's defaults
+    host_memory.return_freed_host_memory(force=True)
     yield
     host_memory.return_freed_host_memory(force=True)
 
