@@ -36,7 +36,7 @@ THETA_VAL_ROWS = 8  # validation records of theta's own per-epoch evaluation (af
 THETA_OPTIONS = {"theta": {}, "theta-packed": {"packing": True}, "theta-chunked": {"chunked_loss": "on"},
                  "theta-unchunked": {"chunked_loss": "off"}, "theta-bf16": {"precision": "bf16"},
                  "theta-fp32": {"precision": "fp32"}, "theta-compile": {"torch_compile": True},
-                 "theta-no-reuse": {"reuse_host_memory": False}}
+                 "theta-reuse": {"reuse_host_memory": True}}
 RECIPES = ("plain", *THETA_OPTIONS)
 
 

@@ -50,8 +50,10 @@ Recipes (same examples, effective batch 4 x 4 accumulation = 16, lr 5e-5, warmup
 * ``theta-packed`` (``packing=True``), ``theta-chunked`` (``chunked_loss="on"``), ``theta-unchunked``
   (``chunked_loss="off"``), ``theta-bf16`` (``precision="bf16"``: CPU bf16 autocast over fp32 weights),
   ``theta-fp32`` (``precision="fp32"``: theta's path without the bf16 probe's choice, where it picks bf16),
-  ``theta-compile`` (``torch_compile=True``), ``theta-no-reuse`` (``reuse_host_memory=False``: glibc's default
-  allocator, as plain Trainer runs with; benchmarks/host_allocator.py isolates it): one option each on top of
+  ``theta-compile`` (``torch_compile=True``), ``theta-reuse`` (``reuse_host_memory=True``: freed host memory kept
+  for reuse within each step, opt-in; theta and plain run with glibc's default allocator;
+  benchmarks/host_allocator.py isolates it; the tables of 2026-12-04/06 name theta's then default without it
+  ``theta-no-reuse``): one option each on top of
   ``theta``. By default each model runs
   only the one of theta-chunked / theta-unchunked that differs from its default (gpt2: chunked, qwen3:
   unchunked); ``--recipes`` runs whatever it names.

@@ -137,11 +137,13 @@ class ReuseProbe(TrainerCallback):
         self.seen.append(host_memory.reusing_freed_host_memory())
 
 
-@pytest.mark.parametrize("reuse", [True, False])
+@pytest.mark.parametrize("reuse", [True, False, None])
 def test_a_cpu_run_reuses_host_memory_while_it_trains_and_gives_it_back(tmp_path, monkeypatch, reuse):
     for name in host_memory.USER_SETTINGS + ("GLIBC_TUNABLES",):
         monkeypatch.delenv(name, raising=False)
-    cfg = resolve_config(tiny_train_config(tmp_path, n=16, epochs=1.0, reuse_host_memory=reuse))
+    asked = {} if reuse is None else {"reuse_host_memory": reuse}
+    cfg = resolve_config(tiny_train_config(tmp_path, n=16, epochs=1.0, **asked))
+    reuse = bool(reuse)  # None: the default, which is off (opt-in)
     run = prepare_run(cfg)
     assert any(n.startswith("host memory: freed buffers are kept") for n in run.notes) is reuse
     trims = []

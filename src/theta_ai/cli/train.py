@@ -40,7 +40,8 @@ GROUP_TITLES = {
 def _add_option(group: argparse._ArgumentGroup, option: Option) -> None:
     default = option.default if not option.repeatable else None
     shown = f" (default: {default})" if default not in (None, [], False) else ""
-    kwargs = dict(dest=option.name, default=argparse.SUPPRESS, help=option.help + shown)
+    # argparse %-formats help strings: a literal "%" in a description must reach it as "%%"
+    kwargs = dict(dest=option.name, default=argparse.SUPPRESS, help=(option.help + shown).replace("%", "%%"))
     if option.type is _bool:
         group.add_argument(option.cli_flag, action=argparse.BooleanOptionalAction, **kwargs)
     elif option.repeatable:

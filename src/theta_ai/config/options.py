@@ -180,9 +180,10 @@ class ThetaConfig:
     torch_compile: bool = option(False, "compile the model with torch.compile (Trainer's torch_compile): a slower "
                                  "start, faster steps where the backend compiles well (benchmarks/train_throughput.py "
                                  "measures it)", TRAINING)
-    reuse_host_memory: bool = option(True, "training on a CPU, keep freed host memory for reuse within each "
+    reuse_host_memory: bool = option(False, "training on a CPU, keep freed host memory for reuse within each "
                                      "optimizer step instead of returning it to the kernel at once (glibc): "
-                                     "faster steps, a little more peak memory (benchmarks/host_allocator.py)", TRAINING)
+                                     "measured 0.98-1.12x per epoch for 4-26% more peak memory "
+                                     "(benchmarks/README.md)", TRAINING)
     auto_batch_size: bool = option(False, "on CUDA out of memory, halve --batch-size, double --grad-accum (same "
                                    "effective batch) and start again", TRAINING)
     logging_steps: int = option(10, "log training loss and learning rate every N optimizer steps", TRAINING)

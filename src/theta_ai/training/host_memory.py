@@ -10,7 +10,8 @@ After each optimizer step the free pages go back to the kernel (:func:`trim_kept
 heap: freed blocks of one size do not always fit the next request, and without the trim a bf16 run's heap grew
 every step.
 Neither setting alone helps (measured); together, with the trim below, theta's epochs were 1.08-1.12x faster
-for 1-26% more peak resident memory (benchmarks/README.md).
+for 1-26% more peak resident memory on a 2-core Intel Xeon, and 0.98-1.07x for 4-9% more on a 2-core AMD EPYC
+(benchmarks/README.md), so it is opt-in (``--reuse-host-memory``).
 
 The same effect is open to any program through the environment (``MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=...``); a user who sets those, or glibc's malloc tunables, keeps them: theta_ai then leaves
@@ -68,8 +69,9 @@ def reuse_freed_host_memory() -> str | None:
         return_freed_host_memory(force=True)
         return None
     _active = True
-    return ("host memory: freed buffers are kept for reuse while training on the CPU (glibc mmap off, trim "
-            "threshold 1 GiB, trimmed after each step: faster steps, a little more peak memory); --no-reuse-host-memory turns it off")
+    return ("host memory: freed buffers are kept for reuse while training on the CPU (--reuse-host-memory: glibc "
+            "mmap off, trim threshold 1 GiB, trimmed after each step; more peak memory); --no-reuse-host-memory "
+            "turns it off")
 
 
 def return_freed_host_memory(force: bool = False) -> bool:

@@ -9,5 +9,4 @@ from theta_ai.training.callbacks.stop import GracefulStopCallback
 from theta_ai.training.callbacks.summary import EpochSummaryCallback
 
 __all__ = ["BestModelCallback", "EpochAwareDatasetCallback", "EpochSummaryCallback", "GracefulStopCallback",
-           "HostMemoryTrimCallback",
-           "SpikeGuardCallback", "TrainingProgressCallback"]
+           "HostMemoryTrimCallback", "SpikeGuardCallback", "TrainingProgressCallback"]
