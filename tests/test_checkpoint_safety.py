@@ -235,6 +235,23 @@ def test_the_lock_is_reentrant_in_one_process_and_exclusive_across_processes(tmp
     assert listing(tmp_path / "m") == []  # no lock file left behind (POSIX: the folder itself is locked)
 
 
+def test_a_prepared_run_used_as_a_context_lets_go_of_its_folder(tmp_path):
+    from theta_ai.training.lock import RunLockedError
+
+    cfg = resolve_config(tiny_train_config(tmp_path, n=16))
+    folder = str(Path(cfg.checkpoint_dir))
+    code = ("from theta_ai.training.lock import acquire\ntry:\n    acquire(" + repr(folder) + ").release()\n"
+            "except Exception as e:\n    print(type(e).__name__)")
+    with prepare_run(cfg) as run:
+        assert run.lock is not None
+        held = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert held.strip() == RunLockedError.__name__  # another process was refused while the run was prepared
+    assert run.lock is None
+    after = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert after.strip() == ""  # and may take the folder once the with-block ended
+    train(cfg, prepared=prepare_run(cfg))  # this process too: a new run on the folder is not refused
+
+
 # ---------------------------------------------------------------------------- damaged checkpoints
 
 

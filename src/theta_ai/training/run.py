@@ -102,6 +102,13 @@ class PreparedRun:
             self.lock.release()
             self.lock = None
 
+    def __enter__(self) -> "PreparedRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """``with prepare_run(cfg) as run:``: a run inspected and not trained lets go of its folder at the end."""
+        self.close()
+
     def release_model(self) -> None:
         """Drop every reference this run holds to its model and data, so their memory can be freed."""
         self.loaded.model = None
