@@ -182,7 +182,7 @@ class ThetaConfig:
                                  "measures it)", TRAINING)
     reuse_host_memory: bool = option(False, "training on a CPU, keep freed host memory for reuse within each "
                                      "optimizer step instead of returning it to the kernel at once (glibc): "
-                                     "measured 0.98-1.12x per epoch for 4-26% more peak memory "
+                                     "measured 0.98-1.12x per epoch for 1-26% more peak memory "
                                      "(benchmarks/README.md)", TRAINING)
     auto_batch_size: bool = option(False, "on CUDA out of memory, halve --batch-size, double --grad-accum (same "
                                    "effective batch) and start again", TRAINING)
