@@ -223,15 +223,19 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_run_leaves_no_l
     lock.release()
 
 
+def _other_process_locks(folder) -> str:
+    """Try to take ``folder``'s run lock in another process: "" when it could, else the error's class name."""
+    code = (f"from theta_ai.training.lock import acquire\ntry:\n    acquire({str(folder)!r}).release()\n"
+            "except Exception as e:\n    print(type(e).__name__)")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip()
+
+
 def test_the_lock_is_reentrant_in_one_process_and_exclusive_across_processes(tmp_path):
     from theta_ai.training.lock import RunLockedError, acquire
 
     with acquire(tmp_path / "m"), acquire(tmp_path / "m"):
-        code = f"from theta_ai.training.lock import acquire\ntry:\n    acquire({str(tmp_path / 'm')!r})\nexcept Exception as e:\n    print(type(e).__name__)"
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
-        assert out.strip() == RunLockedError.__name__
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
-    assert out.strip() == ""
+        assert _other_process_locks(tmp_path / "m") == RunLockedError.__name__
+    assert _other_process_locks(tmp_path / "m") == ""
     assert listing(tmp_path / "m") == []  # no lock file left behind (POSIX: the folder itself is locked)
 
 
@@ -239,16 +243,12 @@ def test_a_prepared_run_used_as_a_context_lets_go_of_its_folder(tmp_path):
     from theta_ai.training.lock import RunLockedError
 
     cfg = resolve_config(tiny_train_config(tmp_path, n=16))
-    folder = str(Path(cfg.checkpoint_dir))
-    code = ("from theta_ai.training.lock import acquire\ntry:\n    acquire(" + repr(folder) + ").release()\n"
-            "except Exception as e:\n    print(type(e).__name__)")
     with prepare_run(cfg) as run:
         assert run.lock is not None
-        held = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
-    assert held.strip() == RunLockedError.__name__  # another process was refused while the run was prepared
+        held = _other_process_locks(cfg.checkpoint_dir)
+    assert held == RunLockedError.__name__  # another process was refused while the run was prepared
     assert run.lock is None
-    after = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
-    assert after.strip() == ""  # and may take the folder once the with-block ended
+    assert _other_process_locks(cfg.checkpoint_dir) == ""  # and may take the folder once the with-block ended
     train(cfg, prepared=prepare_run(cfg))  # this process too: a new run on the folder is not refused
 
 

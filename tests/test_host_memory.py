@@ -27,6 +27,7 @@ from theta_fixtures import tiny_train_config
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="the allocator settings are glibc's (Linux); elsewhere they are a no-op")
+ALLOCATOR_ENV = (*host_memory.USER_SETTINGS, "GLIBC_TUNABLES")  # what makes theta_ai leave the allocator alone
 
 PROBE = textwrap.dedent("""
     import json, sys
@@ -57,8 +58,7 @@ PROBE = textwrap.dedent("""
 
 def _fresh_process(steps: str, env: dict | None = None) -> dict:
     """Run ``steps`` (Python filling ``out``) in a fresh interpreter with the probe helpers above; its ``out``."""
-    clean = {k: v for k, v in os.environ.items()
-             if k not in host_memory.USER_SETTINGS and k != "GLIBC_TUNABLES"}
+    clean = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
     done = subprocess.run([sys.executable, "-c", PROBE, textwrap.dedent(steps)], env={**clean, **(env or {})},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -139,7 +139,7 @@ class ReuseProbe(TrainerCallback):
 
 @pytest.mark.parametrize("reuse", [True, False, None])
 def test_a_cpu_run_reuses_host_memory_while_it_trains_and_gives_it_back(tmp_path, monkeypatch, reuse):
-    for name in host_memory.USER_SETTINGS + ("GLIBC_TUNABLES",):
+    for name in ALLOCATOR_ENV:
         monkeypatch.delenv(name, raising=False)
     asked = {} if reuse is None else {"reuse_host_memory": reuse}
     cfg = resolve_config(tiny_train_config(tmp_path, n=16, epochs=1.0, **asked))
