@@ -49,6 +49,7 @@ from theta_ai.training.disk import (
     is_disk_full,
 )
 from theta_ai.training.host_memory import return_freed_host_memory, reuse_freed_host_memory
+from theta_ai.training.onednn_cache import bound_kernel_caches, kernel_cache_note
 from theta_ai.training.inputs import RunInputs, read_run_inputs
 from theta_ai.training.lock import RunLock, acquire
 from theta_ai.training.setup import (
@@ -230,9 +231,13 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
     if cfg.reuse_host_memory and not cfg.dry_run and not torch.cuda.is_available():  # before the probe times a step
         line = reuse_freed_host_memory()
         notes += [line] if line else []
+    on_cpu = not cfg.dry_run and not torch.cuda.is_available()
+    caches_bounded = on_cpu and bound_kernel_caches()  # before the probe's first bf16 product sizes them
     loss_path = loss_path_choice(cfg.chunked_loss, loaded.model, notes)  # (chunked, answer_head); the probe times it
     args = build_training_arguments(cfg, checkpoint_dir, notes,
                                     cpu_bf16_choice(cfg, loaded.model, resume_from, notes, loss_path))
+    if on_cpu and args.bf16:
+        notes.append(kernel_cache_note(caches_bounded))
     run = PreparedRun(cfg, train_examples, val_examples, loaded, formatter, train_dataset, val_dataset,
                       train_stats, val_stats, collator, args, checkpoint_dir, run_log_dir(cfg, resume_from),
                       resume_from, world_size(), notes, augmenter, trainer_dataset, lock,

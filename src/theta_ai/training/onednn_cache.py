@@ -1,0 +1,54 @@
+"""Bound oneDNN's kernel caches for a CPU run, before its first bf16 matrix product.
+
+On a CPU, torch runs bf16 matrix products (bf16 autocast) through oneDNN, which keeps each kernel it builds in two
+caches keyed by the operands' shapes: oneDNN's primitive cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``) and ideep's
+(``LRU_CACHE_CAPACITY``), 1,024 entries each by default. A padded batch has a new length almost every
+micro-batch and each length needs its own kernels for every layer shape, forward and backward, so the caches fill
+to 1,024 entries within about a hundred micro-batches and keep that memory, and the heap it fragments, for the
+rest of the run. Measured (a 4-layer GPT-2 config, 100 bf16 forward/backward passes at random lengths 30-300,
+2-core AMD EPYC, 2026-12-06): 761 MB held by the allocator with the default caches, 262 MB with 128 entries,
+heap 1.6-1.9 GB against 0.8-0.9 GB, at the same speed (62 s against 62-64 s). 128 entries keep every kernel
+that one micro-batch reuses across its layers (about 15-40 shapes per length for GPT-2 or Llama layers, LoRA
+included), and building a kernel again costs about 2 ms. fp32 products do not use these caches.
+
+Both capacities are read once per process, at the first product that needs them, so theta_ai sets them before its
+precision probe; a notebook that ran bf16 products earlier keeps the sizes it started with. A user who sets
+either variable keeps both as they are. A capacity of 0 crashes torch 2.13 (ideep), so theta_ai never writes one.
+"""
+
+from __future__ import annotations
+
+import os
+
+CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+KERNEL_CACHE_ENTRIES = 128
+
+_set_here: dict[str, str] = {}  # what bound_kernel_caches wrote, so a second run in one process knows its own
+
+
+def user_kernel_cache_settings() -> list[str]:
+    """The oneDNN cache variables this process's environment sets (theta_ai then leaves both alone)."""
+    return [name for name in CACHE_VARIABLES if name in os.environ]
+
+
+def bound_kernel_caches(entries: int = KERNEL_CACHE_ENTRIES) -> bool:
+    """Set both cache capacities to ``entries`` (see the module); True when this call set them, False when the
+    environment sets either one (the user's choice). A second call in one process finds its own values and says
+    True again without changing them (the caches were sized at the first product)."""
+    if entries < 1:
+        raise ValueError(f"a oneDNN cache of {entries} entries: at least 1 (0 crashes ideep)")
+    current = {name: os.environ[name] for name in user_kernel_cache_settings()}
+    if current:
+        return current == _set_here
+    _set_here.update({name: str(entries) for name in CACHE_VARIABLES})
+    os.environ.update(_set_here)
+    return True
+
+
+def kernel_cache_note(set_here: bool) -> str:
+    """The one line a bf16 CPU run prints about the caches: what theta_ai set, or that the environment's sizes hold."""
+    sizes = ", ".join(f"{name}={os.environ[name]}" for name in user_kernel_cache_settings())
+    if set_here:
+        return (f"bf16 on the CPU: oneDNN's kernel caches are bounded ({sizes}; oneDNN's 1,024 kept ~0.5 GB more "
+                "for the whole run); set either variable to choose another size")
+    return f"bf16 on the CPU: oneDNN's kernel caches as the environment sets them ({sizes})"
