@@ -36,9 +36,7 @@ THETA_VAL_ROWS = 8  # validation records of theta's own per-epoch evaluation (af
 THETA_OPTIONS = {"theta": {}, "theta-packed": {"packing": True}, "theta-chunked": {"chunked_loss": "on"},
                  "theta-unchunked": {"chunked_loss": "off"}, "theta-bf16": {"precision": "bf16"},
                  "theta-fp32": {"precision": "fp32"}, "theta-compile": {"torch_compile": True},
-                 "theta-reuse": {"reuse_host_memory": True}, "theta-onednn-1024": {}, "theta-keep-copies": {}}
-# What a recipe's worker finds in its environment: oneDNN's own kernel-cache sizes, which theta_ai then keeps
-RECIPE_ENV = {"theta-onednn-1024": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"}}
+                 "theta-reuse": {"reuse_host_memory": True}}
 RECIPES = ("plain", *THETA_OPTIONS)
 
 
@@ -353,11 +351,6 @@ def run_theta(recipe: str, model_dir: Path, data_file: Path, val_file: Path, wor
         values["warmup_steps"] = hp["warmup_steps"]
     if "torch_compile" in values and "torch_compile" not in OPTION_BY_NAME:  # a theta_ai before --torch-compile
         values["training_args"] = {"torch_compile": values.pop("torch_compile")}
-    if recipe == "theta-keep-copies":  # theta's path with autocast's weight copies kept, as Trainer keeps them
-        from transformers import Trainer
-        from theta_ai.training.trainer import ThetaTrainer
-
-        ThetaTrainer.compute_loss_context_manager = Trainer.compute_loss_context_manager
     cfg = resolve_config(values)
     drift = {k: (cfg.values[k], hp[h]) for k, h in (("batch_size", "batch_size"), ("grad_accum", "grad_accum"),
                                                     ("learning_rate", "learning_rate"), ("warmup_steps", "warmup_steps"),

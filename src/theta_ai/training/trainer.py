@@ -1,4 +1,4 @@
-"""ThetaTrainer: ``transformers.Trainer`` plus theta_ai's checkpoint naming and the loss and memory paths below.
+"""ThetaTrainer: ``transformers.Trainer`` plus theta_ai's checkpoint naming. Nothing else is overridden.
 
 Trainer writes each checkpoint as ``checkpoint-<step>`` (a staging name that resume never
 considers); once every rank has finished writing into it, the main process adds ``theta_run.json``
@@ -16,9 +16,6 @@ loss is unchanged either way: the skipped positions carry label -100.
 One correction: a causal LM that transformers leaves without a ``loss_type`` (GPT-2) is given the name of the
 loss it uses, so that Trainer counts the loss normaliser ``num_items_in_batch`` over prediction targets only
 (:func:`name_causal_lm_loss`).
-
-One memory saving under fp16/bf16 autocast, exact too: autocast's half-precision weight copies are not kept from
-the forward to the backward pass but cast again there (training/weight_copies.py).
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ from theta_ai.data.collate import (ANSWER_POSITIONS, ANSWER_START, ANSWER_TARGET
 from theta_ai.training import checkpoints as ckpt
 from theta_ai.training.loss import answer_cross_entropy, chunk_rows, hidden_states_out, name_causal_lm_loss
 from theta_ai.training.disk import DiskSpaceError, checkpoint_sizes, is_disk_full
-from theta_ai.training.weight_copies import recast_weight_copies
 
 
 class SeededLengthGroupedSampler(LengthGroupedSampler):
@@ -106,15 +102,6 @@ class ThetaTrainer(Trainer):
         self._real_tokens_pending = 0  # counted by compute_loss from the collator's marks, summed in log()
         self.chunked_loss = chunked_loss  # the fused answer-token head in 256 MiB slices (training/loss)
         self.answer_head = answer_head  # the LM head on the answer positions only (implied by chunked_loss)
-
-    def compute_loss_context_manager(self):
-        """Trainer's context for a step's forward pass, plus, under fp16/bf16 autocast, :func:`recast_weight_copies`:
-        the half-precision weight copies are cast again in the backward pass instead of kept from the forward.
-        Not with ``torch_compile`` (a compiled graph does not run Python saved-tensor hooks)."""
-        stack = super().compute_loss_context_manager()
-        if (self.args.fp16 or self.args.bf16) and not self.args.torch_compile and torch.is_grad_enabled():
-            stack.enter_context(recast_weight_copies())
-        return stack
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the real tokens counted since the last log to ``state.num_input_tokens_seen``, then log.
