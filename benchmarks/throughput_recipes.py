@@ -36,7 +36,9 @@ THETA_VAL_ROWS = 8  # validation records of theta's own per-epoch evaluation (af
 THETA_OPTIONS = {"theta": {}, "theta-packed": {"packing": True}, "theta-chunked": {"chunked_loss": "on"},
                  "theta-unchunked": {"chunked_loss": "off"}, "theta-bf16": {"precision": "bf16"},
                  "theta-fp32": {"precision": "fp32"}, "theta-compile": {"torch_compile": True},
-                 "theta-reuse": {"reuse_host_memory": True}}
+                 "theta-reuse": {"reuse_host_memory": True}, "theta-onednn-1024": {}}
+# What a recipe's worker finds in its environment: oneDNN's own kernel-cache sizes, which theta_ai then keeps
+RECIPE_ENV = {"theta-onednn-1024": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"}}
 RECIPES = ("plain", *THETA_OPTIONS)
 
 

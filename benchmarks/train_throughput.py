@@ -53,7 +53,9 @@ Recipes (same examples, effective batch 4 x 4 accumulation = 16, lr 5e-5, warmup
   ``theta-compile`` (``torch_compile=True``), ``theta-reuse`` (``reuse_host_memory=True``: freed host memory kept
   for reuse within each step, opt-in; theta and plain run with glibc's default allocator;
   benchmarks/host_allocator.py isolates it; the tables of 2026-12-04/06 name theta's then default without it
-  ``theta-no-reuse``): one option each on top of
+  ``theta-no-reuse``), ``theta-onednn-1024`` (theta's default run with oneDNN's own kernel-cache sizes in its
+  environment, ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=LRU_CACHE_CAPACITY=1024``, which theta_ai then keeps; every
+  table before this recipe ran that way): one option each on top of
   ``theta``. By default each model runs
   only the one of theta-chunked / theta-unchunked that differs from its default (gpt2: chunked, qwen3:
   unchunked); ``--recipes`` runs whatever it names.
@@ -283,7 +285,8 @@ def run_one(cell_dir: Path, recipe: str, rep: int, model_dir: Path, data_file: P
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     with open(log_file, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, cwd=str(tr.ROOT), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=dict(env, **tr.RECIPE_ENV.get(recipe, {})), cwd=str(tr.ROOT), stdout=log,
+                                stderr=subprocess.STDOUT)
         while proc.poll() is None:  # sample the load while the worker runs
             time.sleep(2)
             loads.append(os.getloadavg()[0])

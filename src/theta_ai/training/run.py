@@ -228,10 +228,10 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
         collator = MarkedCollator(packing_collator())
     else:
         collator = MarkedCollator(PaddingCollator(pad_token_id=loaded.tokenizer.pad_token_id))
-    if cfg.reuse_host_memory and not cfg.dry_run and not torch.cuda.is_available():  # before the probe times a step
+    on_cpu = not cfg.dry_run and not torch.cuda.is_available()
+    if cfg.reuse_host_memory and on_cpu:  # before the probe times a step
         line = reuse_freed_host_memory()
         notes += [line] if line else []
-    on_cpu = not cfg.dry_run and not torch.cuda.is_available()
     caches_bounded = on_cpu and bound_kernel_caches()  # before the probe's first bf16 product sizes them
     loss_path = loss_path_choice(cfg.chunked_loss, loaded.model, notes)  # (chunked, answer_head); the probe times it
     args = build_training_arguments(cfg, checkpoint_dir, notes,
