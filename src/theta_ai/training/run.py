@@ -49,9 +49,9 @@ from theta_ai.training.disk import (
     is_disk_full,
 )
 from theta_ai.training.host_memory import return_freed_host_memory, reuse_freed_host_memory
-from theta_ai.training.onednn_cache import bound_kernel_caches, kernel_cache_note
 from theta_ai.training.inputs import RunInputs, read_run_inputs
 from theta_ai.training.lock import RunLock, acquire
+from theta_ai.training.onednn_cache import bound_kernel_caches, kernel_cache_note
 from theta_ai.training.setup import (
     checkpoint_folder,
     cpu_bf16_choice,
