@@ -36,9 +36,12 @@ THETA_VAL_ROWS = 8  # validation records of theta's own per-epoch evaluation (af
 THETA_OPTIONS = {"theta": {}, "theta-packed": {"packing": True}, "theta-chunked": {"chunked_loss": "on"},
                  "theta-unchunked": {"chunked_loss": "off"}, "theta-bf16": {"precision": "bf16"},
                  "theta-fp32": {"precision": "fp32"}, "theta-compile": {"torch_compile": True},
-                 "theta-reuse": {"reuse_host_memory": True}, "theta-onednn-1024": {}}
-# What a recipe's worker finds in its environment: oneDNN's own kernel-cache sizes, which theta_ai then keeps
-RECIPE_ENV = {"theta-onednn-1024": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"}}
+                 "theta-reuse": {"reuse_host_memory": True}, "theta-onednn-1024": {},
+                 "theta-onednn-128": {}}
+# What a recipe's worker finds in its environment: oneDNN's kernel-cache sizes, which theta_ai then keeps (its own
+# default, 1,024, and the 128 theta_ai set before it sized the caches to one micro-batch's kernels)
+RECIPE_ENV = {f"theta-onednn-{n}": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(n), "LRU_CACHE_CAPACITY": str(n)}
+              for n in (1024, 128)}
 RECIPES = ("plain", *THETA_OPTIONS)
 
 

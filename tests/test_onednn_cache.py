@@ -13,8 +13,10 @@ import platform
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+import torch
 
 from theta_ai import resolve_config, train
 from theta_ai.training import onednn_cache, run as training_run
@@ -59,7 +61,7 @@ SHAPES = textwrap.dedent("""
 
 def _grown_mib(mode: str) -> float:
     clean = {k: v for k, v in os.environ.items() if k not in onednn_cache.CACHE_VARIABLES}
-    done = subprocess.run([sys.executable, "-c", SHAPES, mode], env=clean, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", SHAPES, mode], check=False, env=clean, capture_output=True, text=True,
                           timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])["grew_mib"]
@@ -75,6 +77,95 @@ def test_bounded_caches_stop_bf16_products_keeping_memory_per_shape():
     assert bounded < 0.1 * default, (default, bounded)
 
 
+def _gpt2(**kw):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=1000, n_positions=128, n_embd=64, n_layer=2, n_head=2, **kw))
+
+
+def _llama_lora():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, head_dim=32))
+    return get_peft_model(base, LoraConfig(r=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                                "up_proj", "down_proj"], task_type="CAUSAL_LM"))
+
+
+def test_the_entries_are_three_kernels_per_weight_shape_and_the_heads():
+    # wte 1000x64, wpe 128x64, c_attn 64x192, attn c_proj 64x64, c_fc 64x256, mlp c_proj 256x64: 6 shapes
+    assert onednn_cache.kernel_cache_entries(_gpt2()) == 3 * 6 + 6
+    # embed/head 1000x64; q 128x64, kv 64x64, o 64x128, gate/up 160x64, down 64x160; LoRA A 8x64, 8x128 (o),
+    # 8x160 (down), LoRA B 128x8 (q), 64x8 (k, v, o, down), 160x8 (gate, up): 12 shapes
+    assert onednn_cache.kernel_cache_entries(_llama_lora()) == 3 * 12 + 6
+    tiny = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    assert onednn_cache.kernel_cache_entries(tiny) == onednn_cache.MIN_KERNEL_CACHE_ENTRIES
+
+
+KERNELS = textwrap.dedent("""
+    import json, sys
+    import torch
+    sys.path.insert(0, sys.argv[2])
+    import test_onednn_cache as here
+    from theta_ai.data.collate import answer_positions
+    from theta_ai.training.loss import answer_cross_entropy, hidden_states_out
+    from theta_ai.training.onednn_cache import bound_kernel_caches, kernel_cache_entries
+
+    model = here._gpt2() if sys.argv[1] == "gpt2" else here._llama_lora()
+    entries = kernel_cache_entries(model)
+    bound_kernel_caches(entries)
+    model.train()
+
+    def micro_batch(length):  # theta's bf16 training step: the fused answer-token head, in 64-position slices
+        ids = torch.randint(0, 1000, (4, length), generator=torch.Generator().manual_seed(length))
+        labels = ids.clone()
+        labels[:, :5] = -100
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with hidden_states_out(model) as head:
+                hidden = model(input_ids=ids).logits
+            positions, targets = answer_positions(labels)
+            loss = answer_cross_entropy(hidden, positions, targets, head, rows=64)
+        loss.backward()
+
+    for length in (40, 40, 57):
+        print("=== pass", length, flush=True)
+        micro_batch(length)
+    print("=== entries", entries, flush=True)
+""")
+
+
+@pytest.mark.parametrize("model", ["gpt2", "llama-lora"])
+def test_the_bounded_caches_keep_every_kernel_one_micro_batch_reuses(model):
+    """ONEDNN_VERBOSE lists every kernel oneDNN builds (a cache miss) or finds (a hit): a second micro-batch of the
+    same length finds all of its kernels, so the bound never makes a micro-batch build a kernel twice."""
+    clean = {k: v for k, v in os.environ.items() if k not in onednn_cache.CACHE_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", KERNELS, model, str(Path(__file__).parent)], check=False,
+                          env=dict(clean, ONEDNN_VERBOSE="profile_create"), capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    passes, current = [], None
+    for line in done.stdout.splitlines():
+        if line.startswith("=== "):
+            current = {"misses": 0, "hits": 0, "kernels": set()}
+            passes.append(current)
+        elif ",create:cache_" in line and current is not None:
+            fields = line.split(",")
+            current["misses" if ",create:cache_miss," in line else "hits"] += 1
+            current["kernels"].add(",".join(fields[4:-1]))
+    first, again, longer, _ = passes
+    if first["misses"] == 0:
+        pytest.skip("this CPU runs bf16 products without oneDNN kernels (no avx512_bf16/AMX): nothing to bound")
+    entries = int(done.stdout.rsplit("=== entries", 1)[1].split()[0])
+    assert len(first["kernels"]) <= entries  # one micro-batch's kernels fit
+    assert first["hits"] > 0  # the layers reuse them within the micro-batch
+    assert again["misses"] == 0 and again["hits"] == first["hits"] + first["misses"]
+    # a new length builds its own kernels, each once; the head's whole 64-position slices are found again
+    assert longer["misses"] == len(longer["kernels"] - first["kernels"]) > 0
+
+
 @pytest.fixture
 def clean_cache_env(monkeypatch):
     for name in onednn_cache.CACHE_VARIABLES:  # setenv first, so the test's end removes what theta_ai writes
@@ -84,12 +175,13 @@ def clean_cache_env(monkeypatch):
 
 
 def test_bounding_sets_both_capacities_once_and_a_users_setting_wins(clean_cache_env, monkeypatch):
-    assert onednn_cache.bound_kernel_caches() is True
-    assert [os.environ[n] for n in onednn_cache.CACHE_VARIABLES] == ["128", "128"]
-    assert onednn_cache.bound_kernel_caches() is True  # its own values: a second run in this process
+    assert onednn_cache.bound_kernel_caches(24) is True
+    assert [os.environ[n] for n in onednn_cache.CACHE_VARIABLES] == ["24", "24"]
+    assert onednn_cache.bound_kernel_caches(40) is True  # its own values: a second run in this process
+    assert [os.environ[n] for n in onednn_cache.CACHE_VARIABLES] == ["24", "24"]  # sized at the first product
     assert onednn_cache.kernel_cache_note(True) == (
-        "bf16 on the CPU: oneDNN's kernel caches are bounded (ONEDNN_PRIMITIVE_CACHE_CAPACITY=128, "
-        "LRU_CACHE_CAPACITY=128; oneDNN's 1,024 kept ~0.5 GB more for the whole run); set either variable to "
+        "bf16 on the CPU: oneDNN's kernel caches hold one micro-batch's kernels (ONEDNN_PRIMITIVE_CACHE_CAPACITY=24, "
+        "LRU_CACHE_CAPACITY=24; oneDNN's 1,024 kept ~0.5 GB more for the whole run); set either variable to "
         "choose another size")
     monkeypatch.setattr(onednn_cache, "_set_here", {})
     for name in onednn_cache.CACHE_VARIABLES:
@@ -115,7 +207,8 @@ def test_a_cpu_run_bounds_the_caches_before_its_precision_probe(tmp_path, clean_
     monkeypatch.setattr(training_run, "cpu_bf16_choice", watched)
     cfg = resolve_config(tiny_train_config(tmp_path, n=16, epochs=1.0, precision=precision))
     with prepare_run(cfg) as run:
-        assert seen == [{"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "128", "LRU_CACHE_CAPACITY": "128"}]
+        entries = str(onednn_cache.kernel_cache_entries(run.loaded.model))
+        assert seen == [{"ONEDNN_PRIMITIVE_CACHE_CAPACITY": entries, "LRU_CACHE_CAPACITY": entries}]
         notes = [n for n in run.notes if "oneDNN" in n]
         assert len(notes) == (1 if precision == "bf16" else 0)  # fp32 products do not use the caches
         assert run.training_args.bf16 is (precision == "bf16")

@@ -51,7 +51,7 @@ from theta_ai.training.disk import (
 from theta_ai.training.host_memory import return_freed_host_memory, reuse_freed_host_memory
 from theta_ai.training.inputs import RunInputs, read_run_inputs
 from theta_ai.training.lock import RunLock, acquire
-from theta_ai.training.onednn_cache import bound_kernel_caches, kernel_cache_note
+from theta_ai.training.onednn_cache import bound_kernel_caches, kernel_cache_entries, kernel_cache_note
 from theta_ai.training.setup import (
     checkpoint_folder,
     cpu_bf16_choice,
@@ -232,7 +232,7 @@ def _prepare(cfg, notes, train_examples, val_examples, checkpoint_dir, lock) -> 
     if cfg.reuse_host_memory and on_cpu:  # before the probe times a step
         line = reuse_freed_host_memory()
         notes += [line] if line else []
-    caches_bounded = on_cpu and bound_kernel_caches()  # before the probe's first bf16 product sizes them
+    caches_bounded = on_cpu and bound_kernel_caches(kernel_cache_entries(loaded.model))  # before the probe
     loss_path = loss_path_choice(cfg.chunked_loss, loaded.model, notes)  # (chunked, answer_head); the probe times it
     args = build_training_arguments(cfg, checkpoint_dir, notes,
                                     cpu_bf16_choice(cfg, loaded.model, resume_from, notes, loss_path))
