@@ -14,9 +14,9 @@ micro-batch builds three kernels per distinct weight shape (forward, input gradi
 them across its layers (GPT-2 124M: 15 kernels, each run 12 times); the next micro-batch has another length and
 builds its own, about 0.5 ms each (8 ms a GPT-2 124M micro-batch of ~1.8 s, ``ONEDNN_VERBOSE=profile_create``).
 Kept longer, the entries cost peak memory through the heap they fragment, not only their own bytes: a GPT-2 124M
-bf16 epoch peaked at 3,585-3,639 MB with 16-32 entries, 3,755 MB with 64 and 3,816-3,921 MB with 128 (glibc's
-count of memory in use differed by only 64 MB; 2-core AMD EPYC, 2026-12-07, benchmarks/README.md). fp32
-products do not use these caches.
+bf16 epoch peaked at 3,596-3,654 MB with 16-32 entries, 3,753 MB with 64 and 3,881-3,899 MB with 128, while
+glibc's count of memory in use differed by 60 MB (2-core AMD EPYC, 2026-12-07, ``benchmarks/peak_phases.py``;
+benchmarks/README.md). fp32 products do not use these caches.
 
 Both capacities are read once per process, at the first product that needs them, so theta_ai sets them before its
 precision probe; a notebook that ran bf16 products earlier keeps the sizes it started with. A user who sets
