@@ -77,11 +77,11 @@ def test_bounded_caches_stop_bf16_products_keeping_memory_per_shape():
     assert bounded < 0.1 * default, (default, bounded)
 
 
-def _gpt2(**kw):
+def _gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=1000, n_positions=128, n_embd=64, n_layer=2, n_head=2, **kw))
+    return GPT2LMHeadModel(GPT2Config(vocab_size=1000, n_positions=128, n_embd=64, n_layer=2, n_head=2))
 
 
 def _llama_lora():
