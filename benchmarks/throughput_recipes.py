@@ -37,7 +37,7 @@ THETA_OPTIONS = {"theta": {}, "theta-packed": {"packing": True}, "theta-chunked"
                  "theta-unchunked": {"chunked_loss": "off"}, "theta-bf16": {"precision": "bf16"},
                  "theta-fp32": {"precision": "fp32"}, "theta-compile": {"torch_compile": True},
                  "theta-reuse": {"reuse_host_memory": True}, "theta-onednn-1024": {},
-                 "theta-onednn-128": {}}
+                 "theta-onednn-128": {}, "theta-no-dropout": {"dropout": 0.0}}
 # What a recipe's worker finds in its environment: oneDNN's kernel-cache sizes, which theta_ai then keeps (its own
 # default, 1,024, and the 128 theta_ai set before it sized the caches to one micro-batch's kernels)
 RECIPE_ENV = {f"theta-onednn-{n}": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(n), "LRU_CACHE_CAPACITY": str(n)}

@@ -56,7 +56,9 @@ Recipes (same examples, effective batch 4 x 4 accumulation = 16, lr 5e-5, warmup
   ``theta-no-reuse``), ``theta-onednn-1024`` (theta's default run with oneDNN's own kernel-cache sizes in its
   environment, ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=LRU_CACHE_CAPACITY=1024``, which theta_ai then keeps; every
   table before this recipe ran that way), ``theta-onednn-128`` (the same with 128 each, the bound theta_ai set
-  before it sized the caches to one micro-batch's kernels, 2026-12-07): one option each on top of
+  before it sized the caches to one micro-batch's kernels, 2026-12-07), ``theta-no-dropout`` (``dropout=0.0``:
+  the model's dropout off, attention's included; a different training, not a speed option: it measures what
+  attention dropout costs where SDPA then leaves its fused kernel): one option each on top of
   ``theta``. By default each model runs
   only the one of theta-chunked / theta-unchunked that differs from its default (gpt2: chunked, qwen3:
   unchunked); ``--recipes`` runs whatever it names.
