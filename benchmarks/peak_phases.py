@@ -155,11 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         (base / "val.json").write_text(json.dumps(tr.val_records(args.dataset)))
         for rep in range(args.repeats):
             for config, recipe, entries, trim_at in configs:
-                env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY",
-                                                                         "LRU_CACHE_CAPACITY")}
-                env.update(tr.RECIPE_ENV.get(recipe, {}))
-                if entries:
-                    env.update(ONEDNN_PRIMITIVE_CACHE_CAPACITY=entries, LRU_CACHE_CAPACITY=entries)
+                env = {k: v for k, v in os.environ.items() if k not in tr.CACHE_VARIABLES}
+                env.update(tr.kernel_cache_env(entries) if entries else tr.RECIPE_ENV.get(recipe, {}))
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", recipe, trim_at or "-",
                        str(base / "model"), str(base / "train.json"), str(base / "val.json")]
                 done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, cwd=str(tr.ROOT))

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from theta_ai.config.samples import sample_path
+from theta_ai.training.onednn_cache import CACHE_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = ROOT.parent / "shared" / "tokenizers"  # ../shared beside the repository
@@ -40,8 +41,12 @@ THETA_OPTIONS = {"theta": {}, "theta-packed": {"packing": True}, "theta-chunked"
                  "theta-onednn-128": {}, "theta-no-dropout": {"dropout": 0.0}}
 # What a recipe's worker finds in its environment: oneDNN's kernel-cache sizes, which theta_ai then keeps (its own
 # default, 1,024, and the 128 theta_ai set before it sized the caches to one micro-batch's kernels)
-RECIPE_ENV = {f"theta-onednn-{n}": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(n), "LRU_CACHE_CAPACITY": str(n)}
-              for n in (1024, 128)}
+def kernel_cache_env(entries: int | str) -> dict[str, str]:
+    """Both oneDNN kernel-cache capacities at ``entries``, as a worker's environment gives them to theta_ai."""
+    return dict.fromkeys(CACHE_VARIABLES, str(entries))
+
+
+RECIPE_ENV = {f"theta-onednn-{n}": kernel_cache_env(n) for n in (1024, 128)}
 RECIPES = ("plain", *THETA_OPTIONS)
 
 
